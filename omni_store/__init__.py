@@ -1,0 +1,1 @@
+"""Omni message store: normalized conversations and messages behind the Unified Inbox."""

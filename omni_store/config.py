@@ -1,0 +1,53 @@
+"""Settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data: the user's data directory."""
+    return Path(platformdirs.user_data_dir("omni-store")) / "pgdata"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None
+    """A PostgreSQL URL; None means: start the embedded server."""
+    embedded_data_dir: Path
+    jwt_secret: str | None
+    pool_size: int
+    pool_timeout_seconds: int
+    statement_timeout_ms: int
+    graphiql: bool
+    introspection: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = os.environ.get("OMNI_STORE_DATA_DIR")
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            embedded_data_dir=Path(data_dir) if data_dir else default_data_dir(),
+            jwt_secret=os.environ.get("OMNI_STORE_JWT_SECRET") or None,
+            pool_size=_int("OMNI_STORE_POOL_SIZE", 10),
+            pool_timeout_seconds=_int("OMNI_STORE_POOL_TIMEOUT_SECONDS", 5),
+            statement_timeout_ms=_int("OMNI_STORE_STATEMENT_TIMEOUT_MS", 5000),
+            graphiql=_bool("OMNI_STORE_GRAPHIQL", True),
+            introspection=_bool("OMNI_STORE_INTROSPECTION", True),
+        )

@@ -1,0 +1,105 @@
+"""Opaque keyset cursors and page requests.
+
+A cursor encodes the sort key of one row (never an offset) and the connection it belongs to,
+so inserting rows never shifts a page, and a cursor of one connection is refused by another.
+Cursors are not secret: a forged one only addresses positions in the caller's own tenant,
+because every query that reads one is tenant-scoped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from omni_store.persistence.enums import ErrorCode
+from omni_store.persistence.errors import FieldError, ValidationFailed
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+Keyset = tuple[datetime, int]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Relay arguments, checked: at most one of ``first`` and ``last``."""
+
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+
+    @property
+    def forward(self) -> bool:
+        return self.last is None
+
+    @property
+    def size(self) -> int:
+        chosen = self.first if self.forward else self.last
+        return DEFAULT_PAGE_SIZE if chosen is None else chosen
+
+    def check(self) -> None:
+        errors = []
+        if self.first is not None and self.last is not None:
+            errors.append(
+                FieldError(("first",), ErrorCode.INVALID, "Pass first or last, not both.")
+            )
+        for name, value in (("first", self.first), ("last", self.last)):
+            if value is not None and not 0 <= value <= MAX_PAGE_SIZE:
+                errors.append(
+                    FieldError(
+                        (name,),
+                        ErrorCode.OUT_OF_RANGE,
+                        f"Must be between 0 and {MAX_PAGE_SIZE}.",
+                    )
+                )
+        if errors:
+            raise ValidationFailed(errors)
+
+
+def encode_cursor(kind: str, scope: int | None, key: Keyset) -> str:
+    at, row_id = key
+    payload = json.dumps([kind, scope, at.isoformat(), row_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, kind: str, scope: int | None, field: str) -> Keyset:
+    """The keyset in ``cursor``; ValidationFailed if it is not a cursor of this connection."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        got_kind, got_scope, at, row_id = json.loads(raw)
+        if got_kind != kind or got_scope != scope:
+            raise ValueError("cursor of another connection")
+        if not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise ValueError("bad id")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive time")
+        return parsed, row_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed(
+            [FieldError((field,), ErrorCode.INVALID, "Not a cursor of this connection.")]
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page in the connection's order, with the exact neighbours' flags of Relay."""
+
+    items: list[T]
+    cursors: list[str]
+    has_next_page: bool
+    has_previous_page: bool
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.cursors[0] if self.cursors else None
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursors[-1] if self.cursors else None

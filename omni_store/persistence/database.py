@@ -1,0 +1,122 @@
+"""Engine, units of work and the tenant binding.
+
+A :class:`UnitOfWork` is one transaction bound to one tenant: it sets ``app.tenant_id`` for
+that transaction only (``set_config(..., true)``: a pooled connection never carries a tenant
+into the next one), and it is the only way to get repositories. It commits in exactly one
+place, when its ``async with`` block ends without an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import Executable, Result, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from omni_store.persistence.repositories import (
+    AttachmentRepository,
+    ChannelAccountRepository,
+    ContactRepository,
+    ConversationRepository,
+    MessageRepository,
+)
+from omni_store.persistence.tenancy import TenantId
+
+_SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant, true)")
+
+
+def async_url(url: str) -> str:
+    """``postgresql://…`` (as libpq and most tools write it) → SQLAlchemy's asyncpg URL."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        parts = parts._replace(scheme="postgresql+asyncpg")
+    elif parts.scheme != "postgresql+asyncpg":
+        raise ValueError(f"not a PostgreSQL URL: scheme {parts.scheme!r}")
+    return urlunsplit(parts)
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    pool_timeout_seconds: float = 5,
+    statement_timeout_ms: int = 5000,
+    application_name: str = "omni-store",
+) -> AsyncEngine:
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout_seconds,
+        pool_pre_ping=False,
+        connect_args={
+            "server_settings": {
+                "application_name": application_name,
+                "statement_timeout": str(statement_timeout_ms),
+                # A client that stalls mid-transaction must not hold locks for long.
+                "idle_in_transaction_session_timeout": str(max(statement_timeout_ms * 2, 10000)),
+            }
+        },
+    )
+
+
+class UnitOfWork:
+    """One tenant-bound transaction. Statements are serialized: dataloaders of one request may
+    ask concurrently, and one connection runs one statement at a time."""
+
+    def __init__(self, connection: AsyncConnection, tenant: TenantId) -> None:
+        self.tenant = tenant
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        self.statements = 0
+
+    async def execute(
+        self, statement: Executable, parameters: Mapping[str, Any] | list[Any] | None = None
+    ) -> Result[Any]:
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.execute(statement, parameters)  # type: ignore[arg-type]
+
+    # Repositories are built here so that none can exist without a tenant.
+    @property
+    def channel_accounts(self) -> ChannelAccountRepository:
+        return ChannelAccountRepository(self)
+
+    @property
+    def contacts(self) -> ContactRepository:
+        return ContactRepository(self)
+
+    @property
+    def conversations(self) -> ConversationRepository:
+        return ConversationRepository(self)
+
+    @property
+    def messages(self) -> MessageRepository:
+        return MessageRepository(self)
+
+    @property
+    def attachments(self) -> AttachmentRepository:
+        return AttachmentRepository(self)
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def transaction(self, tenant: TenantId) -> AsyncIterator[UnitOfWork]:
+        """A unit of work for ``tenant``: commits when the block ends, rolls back on error."""
+        async with self.engine.begin() as connection:
+            await connection.execute(_SET_TENANT, {"tenant": str(tenant)})
+            yield UnitOfWork(connection, tenant)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,70 @@
+"""Test harness: a real PostgreSQL, migrated once per session.
+
+With ``DATABASE_URL`` set, that server and database are used (CI creates a fresh database per
+run). Without it, an embedded PostgreSQL is started in a temporary directory and deleted
+afterwards. Tests isolate by tenant: each test gets fresh tenant ids, so nothing is truncated
+between tests, and row counts of whole tables are still exact because tests run one at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from omni_store.persistence.database import Database, create_engine
+from omni_store.persistence.embedded import start_embedded
+from omni_store.persistence.migrate import upgrade
+from omni_store.persistence.tables import TENANT_TABLES
+from omni_store.persistence.tenancy import TenantId
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="omni-store-test-") as tmp:
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own system user when root
+        yield start_embedded(Path(tmp) / "pgdata", cleanup="delete")
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=25)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def db(engine: AsyncEngine) -> Database:
+    return Database(engine)
+
+
+@pytest.fixture
+def tenant() -> TenantId:
+    return TenantId(uuid.uuid4())
+
+
+@pytest.fixture
+def other_tenant() -> TenantId:
+    return TenantId(uuid.uuid4())
+
+
+async def row_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Rows of every table of the store, all tenants together."""
+    async with engine.connect() as connection:
+        return {
+            table.name: (
+                await connection.execute(select(func.count()).select_from(table))
+            ).scalar_one()
+            for table in TENANT_TABLES
+        }
