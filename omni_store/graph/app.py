@@ -1,0 +1,114 @@
+"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from omni_store.graph.auth import AuthError, authenticate
+from omni_store.graph.context import Context
+from omni_store.graph.schema import build_schema
+from omni_store.persistence.database import Database
+
+log = logging.getLogger("omni_store")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    def __init__(self, db: Database, jwt_secret: str, *, graphiql: bool, introspection: bool):
+        super().__init__(
+            build_schema(introspection=introspection),
+            graphql_ide="graphiql" if graphiql else None,
+            allow_queries_via_get=False,
+        )
+        self.db = db
+        self.jwt_secret = jwt_secret
+
+    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
+        principal, auth_error = None, None
+        try:
+            principal = authenticate(request.headers.get("authorization"), self.jwt_secret)
+        except AuthError as error:
+            auth_error = error
+        return Context(
+            db=self.db,
+            principal=principal,
+            auth_error=auth_error,
+            request_id=request.scope.get("state", {}).get("request_id", "-"),
+        )
+
+
+class RequestIdMiddleware:
+    """Every request gets an id (the caller's X-Request-Id, else a new one), echoed back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        request_id = given[:64] if given.isprintable() and given else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    db: Database,
+    *,
+    jwt_secret: str,
+    graphiql: bool = True,
+    introspection: bool = True,
+    dispose_on_shutdown: bool = True,
+) -> Starlette:
+    graphql = GraphQLApp(db, jwt_secret, graphiql=graphiql, introspection=introspection)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            await asyncio.wait_for(db.ping(), timeout=2)
+        except Exception:  # any failure means: not ready
+            log.warning("readiness check failed", exc_info=True)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if dispose_on_shutdown:
+            await db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app

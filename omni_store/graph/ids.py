@@ -1,0 +1,52 @@
+"""Opaque global ids: ``base64url("<Type>:<id>")``.
+
+A global id says nothing about its tenant: every lookup is tenant-scoped, so another tenant's
+id resolves to nothing, exactly like an id that never existed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from omni_store.persistence.enums import ErrorCode
+from omni_store.persistence.errors import FieldError
+
+TYPES = ("ChannelAccount", "Contact", "Conversation", "Message", "Attachment")
+
+
+def to_global_id(type_name: str, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{type_name}:{row_id}".encode()).decode().rstrip("=")
+
+
+def parse_global_id(value: str) -> tuple[str, int] | None:
+    """(type, id), or None for anything that is not a global id of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        type_name, _, number = raw.partition(":")
+        row_id = int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if type_name not in TYPES or not 0 < row_id < 2**63 or number != str(row_id):
+        return None
+    return type_name, row_id
+
+
+class IdDecoder:
+    """Decodes the ids of one mutation input, collecting the errors of all of them."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def decode(self, field: tuple[str, ...], value: str | None, type_name: str) -> int | None:
+        if value is None:
+            return None
+        parsed = parse_global_id(value)
+        if parsed is None:
+            self.errors.append(FieldError(field, ErrorCode.INVALID, "Not a valid ID."))
+            return None
+        if parsed[0] != type_name:
+            # Of another type: as good as missing.
+            self.errors.append(FieldError(field, ErrorCode.NOT_FOUND, f"No such {type_name}."))
+            return None
+        return parsed[1]

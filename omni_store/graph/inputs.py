@@ -1,0 +1,209 @@
+"""GraphQL input types and their conversion to the persistence contract.
+
+Validation is not repeated here: the persistence layer validates exactly as internal callers
+see it. Only what GraphQL adds is checked here: global ids.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from omni_store.graph.ids import IdDecoder
+from omni_store.graph.types import (
+    AttachmentKind,
+    Channel,
+    ContentType,
+    MessageDirection,
+    SenderType,
+)
+from omni_store.persistence import contract
+from omni_store.persistence.errors import FieldError
+
+MUTATION_ID = "Echoed in the payload, for the client's own bookkeeping (Relay)."
+
+
+@strawberry.input(description="The customer, as the channel describes them.")
+class ContactInput:
+    external_user_id: str | None = strawberry.field(
+        default=None, description="The user's id on the channel account (required inbound)."
+    )
+    display_name: str | None = strawberry.field(default=None, description="Refreshed if given.")
+    avatar_url: str | None = strawberry.field(default=None, description="Refreshed if given.")
+    profile: JSON | None = strawberry.field(default=None, description="A JSON object.")
+
+    def to_contract(self) -> contract.ContactInput:
+        return contract.ContactInput(
+            external_user_id=self.external_user_id,
+            display_name=self.display_name,
+            avatar_url=self.avatar_url,
+            profile=self.profile,
+        )
+
+
+@strawberry.input(description="Who wrote an outbound message.")
+class SenderInput:
+    type: SenderType = strawberry.field(description="AGENT, BOT or SYSTEM for outbound messages.")
+    display_name: str | None = strawberry.field(
+        default=None, description="Name to render (required outbound)."
+    )
+    external_id: str | None = strawberry.field(
+        default=None, description="The agent's or bot's own id."
+    )
+    avatar_url: str | None = None
+
+
+@strawberry.input(description="The content of a message.")
+class ContentInput:
+    type: ContentType
+    text: str | None = strawberry.field(default=None, description="At most 50,000 characters.")
+    struct: JSON | None = strawberry.field(
+        default=None,
+        description="A JSON object (marketplace references, templates, locations), at most "
+        "64 KiB and 16 levels deep.",
+    )
+
+
+@strawberry.input(description="Metadata of an attached file.")
+class AttachmentInput:
+    kind: AttachmentKind
+    url: str | None = strawberry.field(default=None, description="An absolute http(s) URL.")
+    mime_type: str | None = None
+    size_bytes: float | None = strawberry.field(default=None, description="A whole number.")
+    file_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_ms: float | None = strawberry.field(default=None, description="A whole number.")
+    external_id: str | None = strawberry.field(
+        default=None, description="The file's id on the channel; url or externalId is required."
+    )
+    metadata: JSON | None = strawberry.field(default=None, description="A JSON object.")
+
+    def to_contract(self) -> contract.AttachmentInput:
+        return contract.AttachmentInput(
+            kind=self.kind,
+            url=self.url,
+            mime_type=self.mime_type,
+            size_bytes=_whole(self.size_bytes),
+            file_name=self.file_name,
+            width=self.width,
+            height=self.height,
+            duration_ms=_whole(self.duration_ms),
+            external_id=self.external_id,
+            metadata=self.metadata,
+        )
+
+
+def _whole(value: float | None) -> int | float | None:
+    """GraphQL's Int is 32-bit; sizes travel as Float and must be whole numbers."""
+    if value is not None and float(value).is_integer():
+        return int(value)
+    return value
+
+
+@strawberry.input(description="A normalized message, as a connector or the reply sender has it.")
+class PersistMessageInput:
+    channel_account_id: strawberry.ID = strawberry.field(
+        description="The channel account it was received on or sent from."
+    )
+    direction: MessageDirection
+    channel_timestamp: datetime = strawberry.field(
+        description="When it happened on the channel, with a time zone offset."
+    )
+    content: ContentInput
+    external_message_id: str | None = strawberry.field(
+        default=None, description="The channel's message id; the idempotency key if none given."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Stable across retries of the same event; unique per channel account.",
+    )
+    external_thread_id: str | None = strawberry.field(
+        default=None,
+        description="The channel's thread id. Without it, the conversation is the contact's "
+        "within the account's fallback window.",
+    )
+    conversation_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Outbound only: reply into this known conversation."
+    )
+    contact: ContactInput | None = None
+    sender: SenderInput | None = strawberry.field(
+        default=None, description="Required outbound (AGENT, BOT or SYSTEM)."
+    )
+    attachments: list[AttachmentInput] | None = strawberry.field(
+        default=None, description="At most 20."
+    )
+    reply_to_external_message_id: str | None = None
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
+
+    def to_contract(self) -> tuple[contract.NormalizedMessage, list[FieldError]]:
+        ids = IdDecoder()
+        sender = self.sender
+        message = contract.NormalizedMessage(
+            channel_account_id=ids.decode(
+                ("channelAccountId",), self.channel_account_id, "ChannelAccount"
+            ),
+            direction=self.direction,
+            channel_timestamp=self.channel_timestamp,
+            content=contract.ContentInput(
+                type=self.content.type, text=self.content.text, struct=self.content.struct
+            ),
+            external_message_id=self.external_message_id,
+            idempotency_key=self.idempotency_key,
+            external_thread_id=self.external_thread_id,
+            conversation_id=ids.decode(("conversationId",), self.conversation_id, "Conversation"),
+            contact=self.contact.to_contract() if self.contact else None,
+            sender=None
+            if sender is None
+            else contract.SenderInput(
+                type=sender.type,
+                display_name=sender.display_name,
+                external_id=sender.external_id,
+                avatar_url=sender.avatar_url,
+            ),
+            attachments=tuple(a.to_contract() for a in self.attachments or ()),
+            reply_to_external_message_id=self.reply_to_external_message_id,
+        )
+        return message, ids.errors
+
+
+@strawberry.input(description="Register (or refresh) a channel account.")
+class RegisterChannelAccountInput:
+    channel: Channel
+    external_account_id: str = strawberry.field(description="The account's id on the channel.")
+    display_name: str | None = None
+    fallback_window_seconds: int | None = strawberry.field(
+        default=None,
+        description="Window of the fallback thread rule, 60 s to 90 days (default 24 h).",
+    )
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
+
+
+@strawberry.input(description="Create or refresh a contact.")
+class UpsertContactInput:
+    channel_account_id: strawberry.ID
+    external_user_id: str
+    display_name: str | None = None
+    avatar_url: str | None = None
+    profile: JSON | None = None
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
+
+
+@strawberry.input(description="Resolve or open the conversation of a thread.")
+class UpsertConversationInput:
+    channel_account_id: strawberry.ID
+    channel_timestamp: datetime = strawberry.field(
+        description="Channel time of the event; picks the fallback window without a thread id."
+    )
+    external_thread_id: str | None = None
+    contact: ContactInput | None = None
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
+
+
+@strawberry.input(description="Attachment metadata that arrived after its message.")
+class AddAttachmentsInput:
+    message_id: strawberry.ID
+    attachments: list[AttachmentInput] = strawberry.field(description="1 to 20 in all.")
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)

@@ -1,0 +1,83 @@
+"""Per-request dataloaders: one tenant-scoped statement per batch, results aligned to keys.
+
+Named ``<Result>By<Key>Loader``. They read through the request's read unit of work, so they
+see the tenant of the verified token and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from aiodataloader import DataLoader
+
+from omni_store.persistence.database import UnitOfWork
+from omni_store.persistence.repositories import (
+    Attachment,
+    ChannelAccount,
+    Contact,
+    Conversation,
+    Message,
+)
+
+V = TypeVar("V")
+OpenUnitOfWork = Callable[[], Awaitable[UnitOfWork]]
+Fetch = Callable[[UnitOfWork, Sequence[int]], Awaitable[Mapping[int, V]]]
+
+
+class _ByIdLoader(DataLoader[int, V | None], Generic[V]):  # type: ignore[misc]
+    fetch: Fetch[V]
+
+    def __init__(self, open_uow: OpenUnitOfWork) -> None:
+        super().__init__()
+        self._open_uow = open_uow
+
+    async def batch_load_fn(self, keys: Sequence[int]) -> list[V | None]:
+        found = await type(self).fetch(await self._open_uow(), keys)
+        return [found.get(key) for key in keys]
+
+
+class ChannelAccountByIdLoader(_ByIdLoader[ChannelAccount]):
+    fetch = staticmethod(lambda uow, ids: uow.channel_accounts.get_many(ids))
+
+
+class ContactByIdLoader(_ByIdLoader[Contact]):
+    fetch = staticmethod(lambda uow, ids: uow.contacts.get_many(ids))
+
+
+class ConversationByIdLoader(_ByIdLoader[Conversation]):
+    fetch = staticmethod(lambda uow, ids: uow.conversations.get_many(ids))
+
+
+class MessageByIdLoader(_ByIdLoader[Message]):
+    fetch = staticmethod(lambda uow, ids: uow.messages.get_many(ids))
+
+
+class LastMessageByConversationIdLoader(_ByIdLoader[Message]):
+    fetch = staticmethod(lambda uow, ids: uow.messages.latest_by_conversations(ids))
+
+
+class AttachmentsByMessageIdLoader(_ByIdLoader[list[Attachment]]):
+    fetch = staticmethod(lambda uow, ids: uow.attachments.by_messages(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Loaders:
+    channel_account_by_id: ChannelAccountByIdLoader
+    contact_by_id: ContactByIdLoader
+    conversation_by_id: ConversationByIdLoader
+    message_by_id: MessageByIdLoader
+    last_message_by_conversation_id: LastMessageByConversationIdLoader
+    attachments_by_message_id: AttachmentsByMessageIdLoader
+
+    @classmethod
+    def build(cls, open_uow: OpenUnitOfWork) -> Loaders:
+        return cls(
+            ChannelAccountByIdLoader(open_uow),
+            ContactByIdLoader(open_uow),
+            ConversationByIdLoader(open_uow),
+            MessageByIdLoader(open_uow),
+            LastMessageByConversationIdLoader(open_uow),
+            AttachmentsByMessageIdLoader(open_uow),
+        )

@@ -1,0 +1,444 @@
+"""Queries and mutations. Resolvers stay thin: auth, id decoding, one persistence call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+
+from omni_store.graph.auth import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
+from omni_store.graph.context import Context, Info
+from omni_store.graph.errors import MaskInternalErrors, PublicError, from_user_input
+from omni_store.graph.ids import IdDecoder, parse_global_id
+from omni_store.graph.inputs import (
+    AddAttachmentsInput,
+    PersistMessageInput,
+    RegisterChannelAccountInput,
+    UpsertContactInput,
+    UpsertConversationInput,
+)
+from omni_store.graph.types import (
+    Attachment,
+    Channel,
+    ChannelAccount,
+    ChannelAccountConnection,
+    Contact,
+    Conversation,
+    ConversationConnection,
+    Message,
+    MessageEdge,
+    Node,
+    PageSize,
+    UserError,
+    Viewer,
+)
+from omni_store.persistence import contract, service
+from omni_store.persistence.cursors import PageRequest
+from omni_store.persistence.errors import FieldError, IdempotencyConflict, UserInputError
+from omni_store.persistence.repositories import timeline_cursor
+
+MAX_NODES = 100
+MAX_DEPTH = 12
+MAX_ALIASES = 30
+MAX_TOKENS = 5000
+
+
+def _user_errors(errors: list[FieldError]) -> list[UserError]:
+    return [UserError(field=list(e.field) or None, code=e.code, message=e.message) for e in errors]
+
+
+def _input_errors(id_errors: list[FieldError], validate: Callable[[], None]) -> list[FieldError]:
+    """Every error of an input at once: bad ids, then what validation says of the rest."""
+    if not id_errors:
+        return []
+    bad = {e.field for e in id_errors}
+    try:
+        validate()
+    except UserInputError as error:
+        return id_errors + [e for e in error.errors if e.field not in bad]
+    return id_errors
+
+
+async def _node(info: Info, global_id: str) -> Node | None:
+    parsed = parse_global_id(global_id)
+    if parsed is None:
+        return None
+    type_name, row_id = parsed
+    loaders = info.context.loaders
+    if type_name == "ChannelAccount":
+        account = await loaders.channel_account_by_id.load(row_id)
+        return None if account is None else ChannelAccount.of(account)
+    if type_name == "Contact":
+        contact = await loaders.contact_by_id.load(row_id)
+        return None if contact is None else Contact.of(contact)
+    if type_name == "Conversation":
+        conversation = await loaders.conversation_by_id.load(row_id)
+        return None if conversation is None else Conversation.of(conversation)
+    if type_name == "Message":
+        message = await loaders.message_by_id.load(row_id)
+        return None if message is None else Message.of(message)
+    return None  # attachments are reached through their message
+
+
+def _page(
+    first: int | None, after: str | None, last: int | None, before: str | None
+) -> PageRequest:
+    return PageRequest(first=first, after=after, last=last, before=before)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description="Fetch any object by its global ID; null if it does not exist "
+        "(or belongs to another tenant)."
+    )
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        info.context.require(SCOPE_READ)
+        return await _node(info, id)
+
+    @strawberry.field(
+        description="Fetch objects by global ID, in order; null for each missing "
+        "one. At most 100 ids."
+    )
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        info.context.require(SCOPE_READ)
+        if len(ids) > MAX_NODES:
+            raise PublicError("BAD_USER_INPUT", f"At most {MAX_NODES} ids.", field=["ids"])
+        return [await _node(info, i) for i in ids]
+
+    @strawberry.field(
+        description="Conversations, newest activity first; all channels, one "
+        "channel, or one channel account."
+    )
+    async def conversations(
+        self,
+        info: Info,
+        channel: Channel | None = None,
+        channel_account_id: strawberry.ID | None = None,
+        first: PageSize = None,
+        after: str | None = None,
+        last: PageSize = None,
+        before: str | None = None,
+    ) -> ConversationConnection:
+        info.context.require(SCOPE_READ)
+        ids = IdDecoder()
+        account_id = ids.decode(("channelAccountId",), channel_account_id, "ChannelAccount")
+        if ids.errors and ids.errors[0].code.value == "INVALID":
+            raise PublicError("BAD_USER_INPUT", "Not a valid ID.", field=["channelAccountId"])
+        uow = await info.context.read_uow()
+        try:
+            page = await uow.conversations.list(
+                _page(first, after, last, before),
+                channel=channel,
+                # An id of another type selects nothing, like another tenant's account.
+                channel_account_id=account_id if not ids.errors else 0,
+            )
+        except UserInputError as error:
+            raise from_user_input(error) from None
+        return ConversationConnection.of(page)
+
+    @strawberry.field(description="One conversation by global ID; null if it does not exist.")
+    async def conversation(self, info: Info, id: strawberry.ID) -> Conversation | None:
+        info.context.require(SCOPE_READ)
+        node = await _node(info, id)
+        return node if isinstance(node, Conversation) else None
+
+    @strawberry.field(description="The tenant's channel accounts, oldest first.")
+    async def channel_accounts(
+        self,
+        info: Info,
+        first: PageSize = None,
+        after: str | None = None,
+        last: PageSize = None,
+        before: str | None = None,
+    ) -> ChannelAccountConnection:
+        info.context.require(SCOPE_READ)
+        uow = await info.context.read_uow()
+        try:
+            page = await uow.channel_accounts.list(_page(first, after, last, before))
+        except UserInputError as error:
+            raise from_user_input(error) from None
+        return ChannelAccountConnection.of(page)
+
+    @strawberry.field(description="The caller, as its token says (any valid token).")
+    def viewer(self, info: Info) -> Viewer:
+        principal = info.context.principal
+        if principal is None:
+            info.context.require(SCOPE_READ)  # raises the authentication error
+        assert principal is not None
+        return Viewer(tenant_id=str(principal.tenant), scopes=sorted(principal.scopes))
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+@strawberry.type(description="The result of persistMessage.")
+class PersistMessagePayload:
+    client_mutation_id: str | None
+    message: Message | None = strawberry.field(
+        description="The stored message: new, the one stored by an earlier delivery "
+        "(deduplicated), or the one an IDEMPOTENCY_CONFLICT refers to."
+    )
+    message_edge: MessageEdge | None = strawberry.field(
+        description="The message as a timeline edge, for Relay's @appendEdge."
+    )
+    conversation: Conversation | None
+    contact: Contact | None
+    deduplicated: bool = strawberry.field(
+        description="True when this delivery was a replay and nothing was written."
+    )
+    user_errors: list[UserError]
+
+
+@strawberry.type(description="The result of registerChannelAccount.")
+class RegisterChannelAccountPayload:
+    client_mutation_id: str | None
+    channel_account: ChannelAccount | None
+    created: bool = strawberry.field(description="False when the account already existed.")
+    user_errors: list[UserError]
+
+
+@strawberry.type(description="The result of upsertContact.")
+class UpsertContactPayload:
+    client_mutation_id: str | None
+    contact: Contact | None
+    user_errors: list[UserError]
+
+
+@strawberry.type(description="The result of upsertConversation.")
+class UpsertConversationPayload:
+    client_mutation_id: str | None
+    conversation: Conversation | None
+    contact: Contact | None
+    user_errors: list[UserError]
+
+
+@strawberry.type(description="The result of addAttachments.")
+class AddAttachmentsPayload:
+    client_mutation_id: str | None
+    message: Message | None
+    attachments: list[Attachment] = strawberry.field(
+        description="All attachments of the message, in order."
+    )
+    user_errors: list[UserError]
+
+
+Input = Annotated[PersistMessageInput, strawberry.argument(description="The normalized message.")]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Persist one inbound or outbound message, exactly once per "
+        "idempotency key and channel account. Scope: messages:write."
+    )
+    async def persist_message(self, info: Info, input: Input) -> PersistMessagePayload:
+        ctx = info.context
+        tenant = ctx.require(SCOPE_WRITE)
+
+        def refused(
+            errors: list[FieldError], message: Message | None = None
+        ) -> PersistMessagePayload:
+            return PersistMessagePayload(
+                client_mutation_id=input.client_mutation_id,
+                message=message,
+                message_edge=None,
+                conversation=None,
+                contact=None,
+                deduplicated=False,
+                user_errors=_user_errors(errors),
+            )
+
+        normalized, id_errors = input.to_contract()
+        errors = _input_errors(id_errors, lambda: contract.validate_message(normalized))
+        if errors:
+            return refused(errors)
+        try:
+            result = await service.persist_message(ctx.db, tenant, normalized)
+        except IdempotencyConflict as conflict:
+            stored = await ctx.loaders.message_by_id.load(conflict.existing_message_id)
+            return refused(conflict.errors, Message.of(stored) if stored else None)
+        except UserInputError as error:
+            return refused(error.errors)
+
+        row = await ctx.loaders.message_by_id.load(result.message_id)
+        conversation = await ctx.loaders.conversation_by_id.load(result.conversation_id)
+        contact = (
+            await ctx.loaders.contact_by_id.load(result.contact_id) if result.contact_id else None
+        )
+        assert row is not None and conversation is not None
+        message = Message.of(row)
+        return PersistMessagePayload(
+            client_mutation_id=input.client_mutation_id,
+            message=message,
+            message_edge=MessageEdge(cursor=timeline_cursor(row), node=message),
+            conversation=Conversation.of(conversation),
+            contact=Contact.of(contact) if contact else None,
+            deduplicated=result.deduplicated,
+            user_errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Register a channel account, or refresh the existing one "
+        "with the same channel and external id. Scope: admin."
+    )
+    async def register_channel_account(
+        self, info: Info, input: RegisterChannelAccountInput
+    ) -> RegisterChannelAccountPayload:
+        tenant = info.context.require(SCOPE_ADMIN)
+        try:
+            account, created = await service.register_channel_account(
+                info.context.db,
+                tenant,
+                channel=input.channel,
+                external_account_id=input.external_account_id,
+                display_name=input.display_name,
+                fallback_window_seconds=input.fallback_window_seconds,
+            )
+        except UserInputError as error:
+            return RegisterChannelAccountPayload(
+                client_mutation_id=input.client_mutation_id,
+                channel_account=None,
+                created=False,
+                user_errors=_user_errors(error.errors),
+            )
+        return RegisterChannelAccountPayload(
+            client_mutation_id=input.client_mutation_id,
+            channel_account=ChannelAccount.of(account),
+            created=created,
+            user_errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Create or refresh a contact; the same id every time for "
+        "the same channel account and external user id. Scope: messages:write."
+    )
+    async def upsert_contact(self, info: Info, input: UpsertContactInput) -> UpsertContactPayload:
+        tenant = info.context.require(SCOPE_WRITE)
+        ids = IdDecoder()
+        account_id = ids.decode(("channelAccountId",), input.channel_account_id, "ChannelAccount")
+        contact = contract.ContactInput(
+            external_user_id=input.external_user_id,
+            display_name=input.display_name,
+            avatar_url=input.avatar_url,
+            profile=input.profile,
+        )
+        errors = _input_errors(ids.errors, lambda: contract.validate_contact(account_id, contact))
+        try:
+            if errors:
+                raise UserInputError(errors)
+            stored = await service.upsert_contact(info.context.db, tenant, account_id, contact)
+        except UserInputError as error:
+            return UpsertContactPayload(
+                client_mutation_id=input.client_mutation_id,
+                contact=None,
+                user_errors=_user_errors(error.errors),
+            )
+        return UpsertContactPayload(
+            client_mutation_id=input.client_mutation_id,
+            contact=Contact.of(stored),
+            user_errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Resolve or open the conversation of a thread, by the same "
+        "rule persistMessage uses. Scope: messages:write."
+    )
+    async def upsert_conversation(
+        self, info: Info, input: UpsertConversationInput
+    ) -> UpsertConversationPayload:
+        tenant = info.context.require(SCOPE_WRITE)
+        ids = IdDecoder()
+        account_id = ids.decode(("channelAccountId",), input.channel_account_id, "ChannelAccount")
+        contact = input.contact.to_contract() if input.contact else None
+        errors = _input_errors(
+            ids.errors,
+            lambda: contract.validate_conversation(
+                account_id, input.external_thread_id, contact, input.channel_timestamp
+            ),
+        )
+        try:
+            if errors:
+                raise UserInputError(errors)
+            conversation, stored = await service.upsert_conversation(
+                info.context.db,
+                tenant,
+                channel_account_id=account_id,
+                external_thread_id=input.external_thread_id,
+                contact=contact,
+                channel_timestamp=input.channel_timestamp,
+            )
+        except UserInputError as error:
+            return UpsertConversationPayload(
+                client_mutation_id=input.client_mutation_id,
+                conversation=None,
+                contact=None,
+                user_errors=_user_errors(error.errors),
+            )
+        return UpsertConversationPayload(
+            client_mutation_id=input.client_mutation_id,
+            conversation=Conversation.of(conversation),
+            contact=Contact.of(stored) if stored else None,
+            user_errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Append attachment metadata that arrived after its message; "
+        "retry-safe by externalId. Scope: messages:write."
+    )
+    async def add_attachments(
+        self, info: Info, input: AddAttachmentsInput
+    ) -> AddAttachmentsPayload:
+        ctx = info.context
+        tenant = ctx.require(SCOPE_WRITE)
+        ids = IdDecoder()
+        message_id = ids.decode(("messageId",), input.message_id, "Message")
+        items = [a.to_contract() for a in input.attachments]
+        errors = _input_errors(ids.errors, lambda: contract.validate_attachments(message_id, items))
+        try:
+            if errors:
+                raise UserInputError(errors)
+            stored = await service.add_attachments(ctx.db, tenant, message_id, items)
+        except UserInputError as error:
+            return AddAttachmentsPayload(
+                client_mutation_id=input.client_mutation_id,
+                message=None,
+                attachments=[],
+                user_errors=_user_errors(error.errors),
+            )
+        assert message_id is not None
+        row = await ctx.loaders.message_by_id.load(message_id)
+        return AddAttachmentsPayload(
+            client_mutation_id=input.client_mutation_id,
+            message=Message.of(row) if row else None,
+            attachments=[Attachment.of(a) for a in stored],
+            user_errors=[],
+        )
+
+
+def _request_id(context: object) -> str | None:
+    return context.request_id if isinstance(context, Context) else None
+
+
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    from strawberry.extensions import DisableIntrospection
+
+    from omni_store.graph.extensions import CloseReadScope
+
+    extensions: list[object] = [
+        CloseReadScope,
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        MaskInternalErrors(_request_id),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection())
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[ChannelAccount, Contact, Conversation, Message],
+        extensions=extensions,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,398 @@
+"""GraphQL object types. They wrap persistence records; plain fields are copied once, and only
+relations resolve (through the request's dataloaders)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from omni_store.graph.context import Info
+from omni_store.graph.errors import from_user_input
+from omni_store.graph.ids import to_global_id
+from omni_store.persistence import enums
+from omni_store.persistence import repositories as records
+from omni_store.persistence.cursors import Page, PageRequest
+from omni_store.persistence.errors import UserInputError
+
+Channel = strawberry.enum(enums.Channel, description="A messaging channel.")
+MessageDirection = strawberry.enum(
+    enums.Direction,
+    name="MessageDirection",
+    description="INBOUND: from the customer. OUTBOUND: a reply sent by the business.",
+)
+SenderType = strawberry.enum(
+    enums.SenderType, description="Who wrote a message: the CONTACT, an AGENT, a BOT or the SYSTEM."
+)
+ContentType = strawberry.enum(enums.ContentType, description="What a message's content is.")
+AttachmentKind = strawberry.enum(enums.AttachmentKind, description="What an attachment is.")
+DeliveryStatus = strawberry.enum(
+    enums.DeliveryStatus,
+    description="RECEIVED for inbound messages; SENT (or later states) for outbound ones.",
+)
+UserErrorCode = strawberry.enum(
+    enums.ErrorCode, name="UserErrorCode", description="Why an input was refused."
+)
+
+
+@strawberry.interface(
+    description="An object with a global ID (Relay Global Object Identification)."
+)
+class Node:
+    id: strawberry.ID = strawberry.field(description="Opaque global ID.")
+
+
+@strawberry.type(description="Relay page information; exact at both ends of a connection.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="More edges follow this page.")
+    has_previous_page: bool = strawberry.field(description="More edges precede this page.")
+    start_cursor: str | None = strawberry.field(description="Cursor of the first edge.")
+    end_cursor: str | None = strawberry.field(description="Cursor of the last edge.")
+
+    @classmethod
+    def of(cls, page: Page[object]) -> PageInfo:
+        return cls(
+            has_next_page=page.has_next_page,
+            has_previous_page=page.has_previous_page,
+            start_cursor=page.start_cursor,
+            end_cursor=page.end_cursor,
+        )
+
+
+@strawberry.type(description="A business error: which input field, why, and what to do.")
+class UserError:
+    field: list[str] | None = strawberry.field(
+        description="Path of the offending field within the mutation's input; null for the "
+        "input as a whole."
+    )
+    code: UserErrorCode = strawberry.field(description="Machine-readable reason.")
+    message: str = strawberry.field(description="What is wrong, for a person.")
+
+
+@strawberry.type(
+    description="A connected account of a channel: one LINE OA, one Facebook page, one Shopee shop."
+)
+class ChannelAccount(Node):
+    channel: Channel = strawberry.field(description="The channel of this account.")
+    external_account_id: str = strawberry.field(description="The account's id on the channel.")
+    display_name: str | None = strawberry.field(description="Name shown in the inbox.")
+    fallback_window_seconds: int = strawberry.field(
+        description="Messages without a channel thread id are grouped into conversations per "
+        "contact and per window of this many seconds (aligned to the Unix epoch)."
+    )
+    created_at: datetime = strawberry.field(description="When it was registered.")
+
+    @classmethod
+    def of(cls, row: records.ChannelAccount) -> ChannelAccount:
+        return cls(
+            id=strawberry.ID(to_global_id("ChannelAccount", row.id)),
+            channel=enums.Channel(row.channel),
+            external_account_id=row.external_account_id,
+            display_name=row.display_name,
+            fallback_window_seconds=row.fallback_window_seconds,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A customer as seen on one channel account.")
+class Contact(Node):
+    external_user_id: str = strawberry.field(description="The user's id on the channel account.")
+    display_name: str | None = strawberry.field(description="Current display name.")
+    avatar_url: str | None = strawberry.field(description="Current avatar URL.")
+    profile: JSON | None = strawberry.field(description="Channel-specific profile data.")
+    created_at: datetime = strawberry.field(description="When first seen.")
+    updated_at: datetime = strawberry.field(description="When the profile was last refreshed.")
+    _channel_account_id: strawberry.Private[int]
+
+    @strawberry.field(description="The channel account this contact belongs to.")
+    async def channel_account(self, info: Info) -> ChannelAccount:
+        row = await info.context.loaders.channel_account_by_id.load(self._channel_account_id)
+        assert row is not None
+        return ChannelAccount.of(row)
+
+    @classmethod
+    def of(cls, row: records.Contact) -> Contact:
+        return cls(
+            id=strawberry.ID(to_global_id("Contact", row.id)),
+            external_user_id=row.external_user_id,
+            display_name=row.display_name,
+            avatar_url=row.avatar_url,
+            profile=row.profile,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            _channel_account_id=row.channel_account_id,
+        )
+
+
+@strawberry.type(description="Who wrote a message, ready to render.")
+class Sender:
+    type: SenderType = strawberry.field(description="CONTACT, AGENT, BOT or SYSTEM.")
+    id: strawberry.ID | None = strawberry.field(
+        description="For a CONTACT, the contact's global ID; otherwise the agent's, bot's or "
+        "system's own id as given by the sender."
+    )
+    display_name: str | None = strawberry.field(
+        description="For a CONTACT, the contact's current display name; otherwise the name "
+        "recorded when the message was sent."
+    )
+    avatar_url: str | None = strawberry.field(description="Avatar to show beside the message.")
+
+
+@strawberry.type(description="The content of a message.")
+class Content:
+    type: ContentType = strawberry.field(description="What the content is.")
+    text: str | None = strawberry.field(description="Plain text, if any.")
+    struct: JSON | None = strawberry.field(
+        description="Structured content: marketplace references (product, order cards), "
+        "templates, locations."
+    )
+
+
+@strawberry.type(description="Metadata of a file attached to a message (never the file itself).")
+class Attachment(Node):
+    position: int = strawberry.field(description="Order within the message, from 0.")
+    kind: AttachmentKind
+    url: str | None
+    mime_type: str | None
+    size_bytes: float | None = strawberry.field(description="Size in bytes.")
+    file_name: str | None
+    width: int | None
+    height: int | None
+    duration_ms: float | None = strawberry.field(description="Duration of audio or video.")
+    external_id: str | None = strawberry.field(description="The file's id on the channel.")
+    metadata: JSON | None
+
+    @classmethod
+    def of(cls, row: records.Attachment) -> Attachment:
+        return cls(
+            id=strawberry.ID(to_global_id("Attachment", row.id)),
+            position=row.position,
+            kind=enums.AttachmentKind(row.kind),
+            url=row.url,
+            mime_type=row.mime_type,
+            size_bytes=row.size_bytes,
+            file_name=row.file_name,
+            width=row.width,
+            height=row.height,
+            duration_ms=row.duration_ms,
+            external_id=row.external_id,
+            metadata=row.metadata,
+        )
+
+
+@strawberry.type(description="One message of a conversation's timeline, inbound or outbound.")
+class Message(Node):
+    direction: MessageDirection
+    content: Content
+    channel_timestamp: datetime = strawberry.field(
+        description="When it happened on the channel: the timeline's order."
+    )
+    created_at: datetime = strawberry.field(description="When the store received it.")
+    external_message_id: str | None = strawberry.field(description="The channel's message id.")
+    idempotency_key: str = strawberry.field(
+        description="The key that made it unique: the connector's idempotency key, else the "
+        "channel's message id."
+    )
+    reply_to_external_message_id: str | None
+    status: DeliveryStatus
+    _row: strawberry.Private[records.Message]
+
+    @strawberry.field(description="Who wrote it, with the name to render.")
+    async def sender(self, info: Info) -> Sender:
+        row = self._row
+        if row.sender_type == enums.SenderType.CONTACT and row.contact_id is not None:
+            contact = await info.context.loaders.contact_by_id.load(row.contact_id)
+            assert contact is not None
+            return Sender(
+                type=enums.SenderType.CONTACT,
+                id=strawberry.ID(to_global_id("Contact", contact.id)),
+                display_name=contact.display_name,
+                avatar_url=contact.avatar_url,
+            )
+        return Sender(
+            type=enums.SenderType(row.sender_type),
+            id=strawberry.ID(row.sender_external_id) if row.sender_external_id else None,
+            display_name=row.sender_display_name,
+            avatar_url=row.sender_avatar_url,
+        )
+
+    @strawberry.field(description="Attachment metadata, in order.")
+    async def attachments(self, info: Info) -> list[Attachment]:
+        rows = await info.context.loaders.attachments_by_message_id.load(self._row.id)
+        return [Attachment.of(a) for a in rows or []]
+
+    @strawberry.field(description="The conversation it belongs to.")
+    async def conversation(self, info: Info) -> Conversation:
+        row = await info.context.loaders.conversation_by_id.load(self._row.conversation_id)
+        assert row is not None
+        return Conversation.of(row)
+
+    @strawberry.field(description="The channel account it was received on or sent from.")
+    async def channel_account(self, info: Info) -> ChannelAccount:
+        row = await info.context.loaders.channel_account_by_id.load(self._row.channel_account_id)
+        assert row is not None
+        return ChannelAccount.of(row)
+
+    @classmethod
+    def of(cls, row: records.Message) -> Message:
+        return cls(
+            id=strawberry.ID(to_global_id("Message", row.id)),
+            direction=enums.Direction(row.direction),
+            content=Content(
+                type=enums.ContentType(row.content_type),
+                text=row.content_text,
+                struct=row.content_struct,
+            ),
+            channel_timestamp=row.channel_timestamp,
+            created_at=row.created_at,
+            external_message_id=row.external_message_id,
+            idempotency_key=row.idempotency_key,
+            reply_to_external_message_id=row.reply_to_external_message_id,
+            status=enums.DeliveryStatus(row.status),
+            _row=row,
+        )
+
+
+@strawberry.type(description="An edge of a timeline.")
+class MessageEdge:
+    cursor: str = strawberry.field(description="Opaque keyset cursor of this message.")
+    node: Message
+
+
+@strawberry.type(description="A page of a conversation's timeline, in chronological order.")
+class MessageConnection:
+    edges: list[MessageEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page[records.Message]) -> MessageConnection:
+        return cls(
+            edges=[
+                MessageEdge(cursor=c, node=Message.of(m))
+                for m, c in zip(page.items, page.cursors, strict=True)
+            ],
+            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+        )
+
+
+PageSize = Annotated[
+    int | None, strawberry.argument(description="Page size, at most 100 (default 20).")
+]
+
+
+@strawberry.type(description="A conversation with one contact on one channel account.")
+class Conversation(Node):
+    channel: Channel
+    thread_key: str = strawberry.field(
+        description="What maps messages to this conversation: the channel thread id, or the "
+        "contact and time window (fallback rule v1)."
+    )
+    external_thread_id: str | None = strawberry.field(description="The channel's thread id.")
+    last_message_at: datetime = strawberry.field(
+        description="Channel time of the latest message; never moves backwards."
+    )
+    created_at: datetime
+    _row: strawberry.Private[records.Conversation]
+
+    @strawberry.field(description="The channel account of this conversation.")
+    async def channel_account(self, info: Info) -> ChannelAccount:
+        row = await info.context.loaders.channel_account_by_id.load(self._row.channel_account_id)
+        assert row is not None
+        return ChannelAccount.of(row)
+
+    @strawberry.field(description="The customer of this conversation.")
+    async def contact(self, info: Info) -> Contact | None:
+        if self._row.contact_id is None:
+            return None
+        row = await info.context.loaders.contact_by_id.load(self._row.contact_id)
+        return None if row is None else Contact.of(row)
+
+    @strawberry.field(description="The latest message by channel time.")
+    async def last_message(self, info: Info) -> Message | None:
+        row = await info.context.loaders.last_message_by_conversation_id.load(self._row.id)
+        return None if row is None else Message.of(row)
+
+    @strawberry.field(
+        description="The timeline: chronological by channel time, keyset-paginated both ways "
+        "(first/after forward, last/before backward)."
+    )
+    async def messages(
+        self,
+        info: Info,
+        first: PageSize = None,
+        after: str | None = None,
+        last: PageSize = None,
+        before: str | None = None,
+    ) -> MessageConnection:
+        uow = await info.context.read_uow()
+        try:
+            page = await uow.messages.timeline(
+                self._row.id, PageRequest(first=first, after=after, last=last, before=before)
+            )
+        except UserInputError as error:
+            raise from_user_input(error) from None
+        return MessageConnection.of(page)
+
+    @classmethod
+    def of(cls, row: records.Conversation) -> Conversation:
+        return cls(
+            id=strawberry.ID(to_global_id("Conversation", row.id)),
+            channel=enums.Channel(row.channel),
+            thread_key=row.thread_key,
+            external_thread_id=row.external_thread_id,
+            last_message_at=row.last_message_at,
+            created_at=row.created_at,
+            _row=row,
+        )
+
+
+@strawberry.type(description="An edge of a conversation list.")
+class ConversationEdge:
+    cursor: str
+    node: Conversation
+
+
+@strawberry.type(description="A page of conversations, newest activity first.")
+class ConversationConnection:
+    edges: list[ConversationEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page[records.Conversation]) -> ConversationConnection:
+        return cls(
+            edges=[
+                ConversationEdge(cursor=c, node=Conversation.of(r))
+                for r, c in zip(page.items, page.cursors, strict=True)
+            ],
+            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(description="An edge of the channel account list.")
+class ChannelAccountEdge:
+    cursor: str
+    node: ChannelAccount
+
+
+@strawberry.type(description="A page of channel accounts, oldest first.")
+class ChannelAccountConnection:
+    edges: list[ChannelAccountEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page[records.ChannelAccount]) -> ChannelAccountConnection:
+        return cls(
+            edges=[
+                ChannelAccountEdge(cursor=c, node=ChannelAccount.of(r))
+                for r, c in zip(page.items, page.cursors, strict=True)
+            ],
+            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(description="Who is calling, as the token says.")
+class Viewer:
+    tenant_id: str
+    scopes: list[str]
