@@ -638,3 +638,12 @@ class AttachmentRepository(_Repository):
         )
         count, next_position = (await self._uow.execute(stmt)).one()
         return int(count), int(next_position)
+
+
+def timeline_cursor(message: Message) -> str:
+    """The timeline cursor of a stored message (for an edge built outside a page)."""
+    return encode_cursor(
+        MessageRepository._keyset.kind,
+        message.conversation_id,
+        (message.channel_timestamp, message.id),
+    )
