@@ -427,15 +427,16 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
 
     from omni_store.graph.extensions import CloseReadScope
 
+    # Factories: each request gets fresh extension instances.
     extensions: list[object] = [
         CloseReadScope,
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        MaskInternalErrors(_request_id),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaskInternalErrors(_request_id),
     ]
     if not introspection:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
