@@ -229,7 +229,8 @@ class _Collector:
 
 def _json_problems(value: object, depth: int = 1) -> Iterator[tuple[str, ErrorCode]]:
     """The first problem that would stop a value from being stored as jsonb, if any."""
-    if depth > MAX_JSON_DEPTH:
+    # Depth counts objects and arrays; the scalars inside the deepest one add no level.
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_JSON_DEPTH:
         yield f"Must be nested at most {MAX_JSON_DEPTH} levels deep.", ErrorCode.TOO_DEEP
         return
     if isinstance(value, Mapping):
@@ -281,8 +282,9 @@ def _check_attachment(c: _Collector, path: Path, a: AttachmentInput) -> None:
     c.string(path + ("externalId",), a.external_id)
     if a.url is None and a.external_id is None:
         c.add(path + ("url",), ErrorCode.REQUIRED, "An attachment needs a url or an externalId.")
+    before = len(c.errors)
     c.string(path + ("mimeType",), a.mime_type, max_length=MAX_MIME_TYPE_LENGTH)
-    if isinstance(a.mime_type, str) and a.mime_type and "/" not in a.mime_type:
+    if len(c.errors) == before and isinstance(a.mime_type, str) and "/" not in a.mime_type:
         c.add(path + ("mimeType",), ErrorCode.INVALID, "Must look like type/subtype.")
     c.string(path + ("fileName",), a.file_name, max_length=MAX_NAME_LENGTH)
     c.integer(path + ("sizeBytes",), a.size_bytes, minimum=0, maximum=MAX_SIZE_BYTES)
@@ -324,7 +326,8 @@ def validate_message(message: NormalizedMessage, *, now: datetime | None = None)
 
     contact = message.contact
     if contact is not None:
-        _check_contact(c, ("contact",), contact, required=message.direction == Direction.INBOUND)
+        # A missing externalUserId is reported once, by the direction rules below.
+        _check_contact(c, ("contact",), contact, required=False)
 
     content = message.content
     if content is None:
@@ -339,8 +342,9 @@ def validate_message(message: NormalizedMessage, *, now: datetime | None = None)
     check_attachments(c, ("attachments",), message.attachments)
 
     sender = message.sender
+    sender_type_ok = False
     if sender is not None:
-        c.enum(("sender", "type"), sender.type, SenderType)
+        sender_type_ok = c.enum(("sender", "type"), sender.type, SenderType)
         c.string(("sender", "displayName"), sender.display_name, max_length=MAX_NAME_LENGTH)
         c.string(("sender", "externalId"), sender.external_id)
         c.url(("sender", "avatarUrl"), sender.avatar_url)
@@ -352,7 +356,7 @@ def validate_message(message: NormalizedMessage, *, now: datetime | None = None)
                 ErrorCode.REQUIRED,
                 "An inbound message needs the contact's externalUserId.",
             )
-        if sender is not None and sender.type not in (None, SenderType.CONTACT):
+        if sender is not None and sender_type_ok and sender.type != SenderType.CONTACT:
             c.add(("sender", "type"), ErrorCode.NOT_ALLOWED, "An inbound sender is the CONTACT.")
         if message.conversation_id is not None:
             c.add(

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from omni_store.persistence.enums import ErrorCode
@@ -77,11 +77,21 @@ def decode_cursor(cursor: str, *, kind: str, scope: int | None, field: str) -> K
             raise ValueError("cursor of another connection")
         if not isinstance(row_id, int) or isinstance(row_id, bool):
             raise ValueError("bad id")
+        if not -(2**63) <= row_id < 2**63:
+            raise ValueError("id out of bigint range")
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
             raise ValueError("naive time")
+        parsed.astimezone(UTC)  # OverflowError for times outside the range PostgreSQL binds
         return parsed, row_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        RecursionError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
         raise ValidationFailed(
             [FieldError((field,), ErrorCode.INVALID, "Not a cursor of this connection.")]
         ) from None
