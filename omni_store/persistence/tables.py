@@ -49,6 +49,9 @@ metadata = MetaData(
 )
 
 TimestampTZ = TIMESTAMP(timezone=True)
+# Python None is SQL NULL, not the JSON 'null' value: an omitted profile must not overwrite the
+# stored one (upserts COALESCE with it), and "no struct" must be IS NULL.
+OptionalJSONB = JSONB(none_as_null=True)
 
 
 def _enum_check(column: str, values: type) -> CheckConstraint:
@@ -86,7 +89,7 @@ contacts = Table(
     Column("external_user_id", Text, nullable=False),
     Column("display_name", Text, nullable=True),
     Column("avatar_url", Text, nullable=True),
-    Column("profile", JSONB, nullable=True),
+    Column("profile", OptionalJSONB, nullable=True),
     _created_at(),
     Column("updated_at", TimestampTZ, nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("tenant_id", "id"),
@@ -146,7 +149,7 @@ messages = Table(
     Column("sender_avatar_url", Text, nullable=True),
     Column("content_type", Text, nullable=False),
     Column("content_text", Text, nullable=True),
-    Column("content_struct", JSONB, nullable=True),
+    Column("content_struct", OptionalJSONB, nullable=True),
     Column("external_message_id", Text, nullable=True),
     Column("idempotency_key", Text, nullable=False),
     Column("reply_to_external_message_id", Text, nullable=True),
@@ -190,7 +193,7 @@ attachments = Table(
     Column("height", Integer, nullable=True),
     Column("duration_ms", BigInteger, nullable=True),
     Column("external_id", Text, nullable=True),
-    Column("metadata", JSONB, nullable=True),
+    Column("metadata", OptionalJSONB, nullable=True),
     _created_at(),
     PrimaryKeyConstraint("tenant_id", "id"),
     # Ordered per message; also the index the attachments-by-message loader reads.
