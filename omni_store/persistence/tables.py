@@ -127,7 +127,14 @@ conversations = Table(
     # The conversation list, newest activity first: all channels, one channel, one account.
     Index(None, "tenant_id", "last_message_at", "id"),
     Index(None, "tenant_id", "channel", "last_message_at", "id"),
-    Index(None, "tenant_id", "channel_account_id", "last_message_at", "id"),
+    # Named by hand: the convention's name has 64 characters, one over PostgreSQL's limit.
+    Index(
+        "ix_conversations_tenant_id_account_id_last_message_at_id",
+        "tenant_id",
+        "channel_account_id",
+        "last_message_at",
+        "id",
+    ),
     # Conversations of a contact (foreign key lookups on contact deletes, "other threads").
     Index(None, "tenant_id", "contact_id"),
 )

@@ -123,7 +123,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        op.f("ix_conversations_tenant_id_channel_account_id_last_message_at_id"),
+        op.f("ix_conversations_tenant_id_account_id_last_message_at_id"),
         "conversations",
         ["tenant_id", "channel_account_id", "last_message_at", "id"],
         unique=False,
@@ -283,7 +283,7 @@ def downgrade() -> None:
         op.f("ix_conversations_tenant_id_channel_last_message_at_id"), table_name="conversations"
     )
     op.drop_index(
-        op.f("ix_conversations_tenant_id_channel_account_id_last_message_at_id"),
+        op.f("ix_conversations_tenant_id_account_id_last_message_at_id"),
         table_name="conversations",
     )
     op.drop_table("conversations")
