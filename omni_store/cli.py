@@ -16,13 +16,16 @@ DEMO_TENANT = uuid.UUID("00000000-0000-4000-8000-000000000001")
 SCHEMA_FILE = Path("schema.graphql")
 
 
-def _database_url(settings: Settings, *, keep_running: bool) -> str:
+def _database_urls(settings: Settings, *, keep_running: bool) -> tuple[str, str]:
+    """(owner URL for migrations, URL the service connects as)."""
     if settings.database_url:
-        return settings.database_url
+        return settings.migration_database_url or settings.database_url, settings.database_url
     from omni_store.persistence.embedded import start_embedded
+    from omni_store.persistence.roles import app_url
 
     print(f"DATABASE_URL is not set: using the embedded PostgreSQL in {settings.embedded_data_dir}")
-    return start_embedded(settings.embedded_data_dir, cleanup=None if keep_running else "stop")
+    owner = start_embedded(settings.embedded_data_dir, cleanup=None if keep_running else "stop")
+    return owner, app_url(owner)
 
 
 def _jwt_secret(settings: Settings) -> str:
@@ -38,15 +41,43 @@ def _jwt_secret(settings: Settings) -> str:
     return dev_secret(settings.embedded_data_dir)
 
 
-async def _migrate(url: str, settings: Settings) -> None:
+async def _migrate(owner_url: str, *, embedded: bool) -> None:
     from omni_store.persistence.database import create_engine
     from omni_store.persistence.migrate import upgrade
+    from omni_store.persistence.roles import enable_app_login
 
-    engine = create_engine(url, pool_size=1, statement_timeout_ms=0)
+    engine = create_engine(owner_url, pool_size=1, statement_timeout_ms=0)
     try:
         await upgrade(engine)
+        if embedded:
+            await enable_app_login(engine)
     finally:
         await engine.dispose()
+
+
+async def _check_rls(service_url: str, settings: Settings) -> None:
+    """Refuse to serve as a role that row-level security does not bind."""
+    from omni_store.persistence.database import create_engine
+    from omni_store.persistence.roles import rls_bypass_reasons
+
+    engine = create_engine(service_url, pool_size=1)
+    try:
+        reasons = await rls_bypass_reasons(engine)
+    finally:
+        await engine.dispose()
+    if not reasons:
+        return
+    message = (
+        "The service's database role bypasses row-level security ("
+        + "; ".join(reasons)
+        + "). Connect DATABASE_URL as a role that owns nothing and is not superuser (see "
+        "README, 'Database roles'), with OMNI_STORE_MIGRATION_DATABASE_URL as the owner."
+    )
+    if not settings.allow_rls_bypass:
+        raise SystemExit(message + " Set OMNI_STORE_ALLOW_RLS_BYPASS=1 to serve anyway.")
+    logging.getLogger("omni_store").warning(
+        "%s Serving anyway (OMNI_STORE_ALLOW_RLS_BYPASS).", message
+    )
 
 
 async def _seed_demo(url: str) -> None:
@@ -112,9 +143,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from omni_store.persistence.database import Database, create_engine
 
     settings = Settings.from_env()
-    url = _database_url(settings, keep_running=False)
+    owner_url, url = _database_urls(settings, keep_running=False)
     secret = _jwt_secret(settings)
-    asyncio.run(_migrate(url, settings))
+    asyncio.run(_migrate(owner_url, embedded=not settings.database_url))
+    asyncio.run(_check_rls(url, settings))
     if not settings.database_url:
         asyncio.run(_seed_demo(url))
     token = mint_token(secret, tenant=DEMO_TENANT, scopes=list(ALL_SCOPES))
@@ -144,8 +176,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_migrate(_: argparse.Namespace) -> None:
     settings = Settings.from_env()
-    url = _database_url(settings, keep_running=False)
-    asyncio.run(_migrate(url, settings))
+    owner_url, _ = _database_urls(settings, keep_running=False)
+    asyncio.run(_migrate(owner_url, embedded=not settings.database_url))
     print("migrations applied")
 
 

@@ -29,7 +29,11 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str | None
-    """A PostgreSQL URL; None means: start the embedded server."""
+    """What the service connects as; None means: start the embedded server."""
+    migration_database_url: str | None
+    """The tables' owner, for migrations; None means: DATABASE_URL."""
+    allow_rls_bypass: bool
+    """Serve even when the service's role is not bound by row-level security."""
     embedded_data_dir: Path
     jwt_secret: str | None
     pool_size: int
@@ -43,6 +47,8 @@ class Settings:
         data_dir = os.environ.get("OMNI_STORE_DATA_DIR")
         return cls(
             database_url=os.environ.get("DATABASE_URL") or None,
+            migration_database_url=os.environ.get("OMNI_STORE_MIGRATION_DATABASE_URL") or None,
+            allow_rls_bypass=_bool("OMNI_STORE_ALLOW_RLS_BYPASS", False),
             embedded_data_dir=Path(data_dir) if data_dir else default_data_dir(),
             jwt_secret=os.environ.get("OMNI_STORE_JWT_SECRET") or None,
             pool_size=_int("OMNI_STORE_POOL_SIZE", 10),

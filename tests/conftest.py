@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omni_store.persistence.database import Database, create_engine
 from omni_store.persistence.embedded import start_embedded
 from omni_store.persistence.migrate import upgrade
+from omni_store.persistence.roles import app_url, enable_app_login
 from omni_store.persistence.tables import TENANT_TABLES
 from omni_store.persistence.tenancy import TenantId
 
@@ -38,15 +39,26 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=25)
+    """The owner's engine: migrations, row counts, fault injection. Bypasses row-level
+    security (superuser); never what the service connects as."""
+    engine = create_engine(database_url, pool_size=5)
     await upgrade(engine)
+    await enable_app_login(engine)
     yield engine
     await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+async def app_engine(engine: AsyncEngine, database_url: str) -> AsyncIterator[AsyncEngine]:
+    """What the service connects as: omni_app, bound by row-level security."""
+    app_engine = create_engine(app_url(database_url), pool_size=25)
+    yield app_engine
+    await app_engine.dispose()
+
+
 @pytest.fixture
-def db(engine: AsyncEngine) -> Database:
-    return Database(engine)
+def db(app_engine: AsyncEngine) -> Database:
+    return Database(app_engine)
 
 
 @pytest.fixture

@@ -93,15 +93,16 @@ class StatementCounter:
 
 
 @pytest.fixture
-def sql_statements(engine: AsyncEngine) -> Iterator[StatementCounter]:
-    """Every SQL statement the engine sends while the test runs (BEGIN/COMMIT excluded)."""
+def sql_statements(app_engine: AsyncEngine) -> Iterator[StatementCounter]:
+    """Every SQL statement the service's engine sends while the test runs (BEGIN/COMMIT
+    excluded)."""
     counter = StatementCounter()
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         counter.statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(app_engine.sync_engine, "before_cursor_execute", record)
     try:
         yield counter
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(app_engine.sync_engine, "before_cursor_execute", record)
