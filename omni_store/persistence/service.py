@@ -294,7 +294,19 @@ async def add_attachments(
     async with db.transaction(tenant) as uow:
         if not await uow.messages.lock(message_id):
             raise NotFound.of(("messageId",), "This message")
-        count, next_position = await uow.attachments.stats(message_id)
-        validate_attachments(message_id, items, already=count)
-        await uow.attachments.insert_many(message_id, items, start_position=next_position)
+        stored = (await uow.attachments.by_messages([message_id])).get(message_id, [])
+        # A retry brings attachments the message already has: they are neither counted against
+        # the limit nor given a position (which would leave a gap when the insert skips them).
+        known = {a.external_id for a in stored if a.external_id is not None}
+        fresh: list[AttachmentInput] = []
+        for item in items:
+            if item.external_id is None or item.external_id not in known:
+                fresh.append(item)
+                if item.external_id is not None:
+                    known.add(item.external_id)
+        if not fresh:
+            return stored
+        validate_attachments(message_id, fresh, already=len(stored))
+        next_position = stored[-1].position + 1 if stored else 0
+        await uow.attachments.insert_many(message_id, fresh, start_position=next_position)
         return (await uow.attachments.by_messages([message_id])).get(message_id, [])
