@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from omni_store.persistence.contract import (
     AttachmentInput,
     ContactInput,
@@ -15,9 +18,16 @@ from omni_store.persistence.contract import (
     SenderInput,
 )
 from omni_store.persistence.database import Database
-from omni_store.persistence.enums import Channel, ContentType, Direction, SenderType
+from omni_store.persistence.enums import (
+    AttachmentKind,
+    Channel,
+    ContentType,
+    Direction,
+    SenderType,
+)
 from omni_store.persistence.repositories import ChannelAccount
 from omni_store.persistence.service import register_channel_account
+from omni_store.persistence.tables import TENANT_TABLES
 from omni_store.persistence.tenancy import TenantId
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -105,3 +115,45 @@ def outbound(
         contact=ContactInput(external_user_id=external_user_id) if external_user_id else None,
         sender=SenderInput(type=sender_type, display_name=sender_name, external_id="agent-7"),
     )
+
+
+def attachment(
+    *,
+    kind: AttachmentKind = AttachmentKind.IMAGE,
+    url: str | None = "https://cdn.example.com/media/photo.jpg",
+    external_id: str | None = None,
+    mime_type: str | None = None,
+    size_bytes: int | None = None,
+    file_name: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    duration_ms: int | None = None,
+    metadata: Any = None,
+) -> AttachmentInput:
+    return AttachmentInput(
+        kind=kind,
+        url=url,
+        mime_type=mime_type,
+        size_bytes=size_bytes,
+        file_name=file_name,
+        width=width,
+        height=height,
+        duration_ms=duration_ms,
+        external_id=external_id,
+        metadata=metadata,
+    )
+
+
+async def tenant_rows(engine: AsyncEngine, tenant: TenantId) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored row of one tenant, table by table, in id order: compare two snapshots to
+    prove that an operation changed nothing (values included, not only counts)."""
+    async with engine.connect() as connection:
+        return {
+            table.name: [
+                tuple(row)
+                for row in await connection.execute(
+                    select(table).where(table.c.tenant_id == tenant).order_by(table.c.id)
+                )
+            ]
+            for table in TENANT_TABLES
+        }
