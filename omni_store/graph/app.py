@@ -15,9 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from omni_store.graph.auth import AuthError, authenticate
 from omni_store.graph.context import Context
+from omni_store.graph.errors import mask_escaped
+from omni_store.graph.limits import MAX_BODY_BYTES, BodySizeLimit
 from omni_store.graph.schema import build_schema
 from omni_store.persistence.database import Database
 
@@ -47,6 +51,20 @@ class GraphQLApp(GraphQL[Context, None]):
             auth_error=auth_error,
             request_id=request.scope.get("state", {}).get("request_id", "-"),
         )
+
+    async def process_result(  # type: ignore[override]
+        self, request: Any, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """Every error leaves with a code: one that escaped MaskInternalErrors (raised while
+        the operation's extensions closed, such as the commit of the read transaction on a
+        dropped connection) is classified and masked here."""
+        if result.errors:
+            request_id = request.scope.get("state", {}).get("request_id", "-")
+            result.errors = [
+                error if (error.extensions or {}).get("code") else mask_escaped(error, request_id)
+                for error in result.errors
+            ]
+        return await super().process_result(request, result)
 
 
 class RequestIdMiddleware:
@@ -82,6 +100,7 @@ def create_app(
     graphiql: bool = True,
     introspection: bool = True,
     dispose_on_shutdown: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Starlette:
     graphql = GraphQLApp(db, jwt_secret, graphiql=graphiql, introspection=introspection)
 
@@ -110,5 +129,6 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -433,7 +433,7 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: MaskInternalErrors(_request_id),
+        lambda: MaskInternalErrors(_request_id, hide_suggestions=not introspection),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
