@@ -58,6 +58,10 @@ class LastMessageByConversationIdLoader(_ByIdLoader[Message]):
     fetch = staticmethod(lambda uow, ids: uow.messages.latest_by_conversations(ids))
 
 
+class AttachmentByIdLoader(_ByIdLoader[Attachment]):
+    fetch = staticmethod(lambda uow, ids: uow.attachments.get_many(ids))
+
+
 class AttachmentsByMessageIdLoader(_ByIdLoader[list[Attachment]]):
     fetch = staticmethod(lambda uow, ids: uow.attachments.by_messages(ids))
 
@@ -70,6 +74,7 @@ class Loaders:
     message_by_id: MessageByIdLoader
     last_message_by_conversation_id: LastMessageByConversationIdLoader
     attachments_by_message_id: AttachmentsByMessageIdLoader
+    attachment_by_id: AttachmentByIdLoader
 
     @classmethod
     def build(cls, open_uow: OpenUnitOfWork) -> Loaders:
@@ -80,4 +85,5 @@ class Loaders:
             MessageByIdLoader(open_uow),
             LastMessageByConversationIdLoader(open_uow),
             AttachmentsByMessageIdLoader(open_uow),
+            AttachmentByIdLoader(open_uow),
         )

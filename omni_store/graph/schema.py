@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated
 
@@ -79,7 +80,10 @@ async def _node(info: Info, global_id: str) -> Node | None:
     if type_name == "Message":
         message = await loaders.message_by_id.load(row_id)
         return None if message is None else Message.of(message)
-    return None  # attachments are reached through their message
+    if type_name == "Attachment":
+        attachment = await loaders.attachment_by_id.load(row_id)
+        return None if attachment is None else Attachment.of(attachment)
+    return None
 
 
 def _page(
@@ -106,7 +110,8 @@ class Query:
         info.context.require(SCOPE_READ)
         if len(ids) > MAX_NODES:
             raise PublicError("BAD_USER_INPUT", f"At most {MAX_NODES} ids.", field=["ids"])
-        return [await _node(info, i) for i in ids]
+        # Gathered, so that each type's loader fetches all of its ids in one statement.
+        return list(await asyncio.gather(*(_node(info, i) for i in ids)))
 
     @strawberry.field(
         description="Conversations, newest activity first; all channels, one "

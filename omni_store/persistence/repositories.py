@@ -617,6 +617,13 @@ class AttachmentRepository(_Repository):
         stored = [_record(Attachment, r) for r in await self._uow.execute(stmt)]
         return sorted(stored, key=lambda a: a.position)
 
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Attachment]:
+        stmt = select(*_ATTACHMENT_COLUMNS).where(
+            attachments.c.tenant_id == self._tenant,
+            attachments.c.id == func.any(_bigint_array(ids)),
+        )
+        return {r.id: _record(Attachment, r) for r in await self._uow.execute(stmt)}
+
     async def by_messages(self, message_ids: Sequence[int]) -> dict[int, list[Attachment]]:
         stmt = (
             select(*_ATTACHMENT_COLUMNS)

@@ -1,0 +1,225 @@
+"""The inbox's pages cost a constant number of SQL statements, whatever their size: every
+relation resolves through a per-request dataloader (one tenant-scoped statement per batch).
+
+The counts include the transaction's ``set_config('app.tenant_id', …)``; BEGIN and COMMIT are
+not statements the counter sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import GraphQLClient, StatementCounter
+from tests.api.operations import (
+    at,
+    data_of,
+    inbound,
+    outbound,
+    persisted,
+    register_account,
+)
+
+TIMELINE_PAGE = """
+query($id: ID!, $first: Int) {
+  conversation(id: $id) {
+    id
+    messages(first: $first) {
+      edges {
+        cursor
+        node {
+          id direction channelTimestamp status
+          sender { type id displayName avatarUrl }
+          content { type text struct }
+          attachments { id position kind url externalId }
+          channelAccount { id channel displayName }
+          conversation { id lastMessageAt contact { id displayName } }
+        }
+      }
+      pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    }
+  }
+}"""
+
+# set_config (tenant), the conversation, the page of messages, then one batch each: contacts
+# (senders), attachments, channel accounts. The messages' conversation and its contact are
+# already in the request's loaders.
+TIMELINE_STATEMENTS = 6
+
+
+async def group_chat(gql: GraphQLClient, messages: int) -> str:
+    """One thread (a group chat) with ``messages`` messages from eight customers and, every
+    fifth message, an agent; two attachments each."""
+    account = await register_account(gql)
+    conversation = None
+    for index in range(messages):
+        attachments = [
+            {"kind": "IMAGE", "url": f"https://cdn.example.com/{index}/a.jpg"},
+            {"kind": "FILE", "externalId": f"file-{index}"},
+        ]
+        if index % 5 == 4:
+            assert conversation is not None
+            message = outbound(
+                account, conversation=conversation, when=at(index), attachments=attachments
+            )
+        else:
+            message = inbound(
+                account,
+                thread="group",
+                user=f"U-{index % 10}",
+                when=at(index),
+                attachments=attachments,
+            )
+        conversation = (await persisted(gql, message))["conversation"]["id"]
+    assert conversation is not None
+    return conversation
+
+
+@pytest.mark.parametrize("size", [10, 100])
+async def test_a_timeline_page_costs_a_constant_number_of_statements(
+    gql: GraphQLClient, sql_statements: StatementCounter, size: int
+) -> None:
+    conversation = await group_chat(gql, size)
+
+    sql_statements.reset()
+    body = await gql(TIMELINE_PAGE, {"id": conversation, "first": size})
+
+    edges = data_of(body, "conversation")["messages"]["edges"]
+    assert len(edges) == size
+    assert {e["node"]["sender"]["type"] for e in edges} == {"CONTACT", "AGENT"}
+    # Eight customers (every fifth message is the agent's) and the agent.
+    assert len({e["node"]["sender"]["id"] for e in edges}) == 9
+    assert [len(e["node"]["attachments"]) for e in edges] == [2] * size
+    assert sql_statements.count == TIMELINE_STATEMENTS, sql_statements.statements
+
+
+CONVERSATION_PAGE = """
+query($first: Int) {
+  conversations(first: $first) {
+    edges {
+      cursor
+      node {
+        id channel lastMessageAt
+        contact { id displayName avatarUrl }
+        lastMessage { id channelTimestamp content { text } sender { type id displayName } }
+        channelAccount { id channel displayName }
+      }
+    }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}"""
+
+# set_config, the page of conversations, then one batch each: contacts, last messages, channel
+# accounts. The last messages' senders are the conversations' contacts, already loaded.
+CONVERSATION_LIST_STATEMENTS = 5
+
+
+async def inbox(gql: GraphQLClient, conversations: int) -> None:
+    """``conversations`` conversations over three channel accounts, each with a question and,
+    for every other one, an agent's reply as its last message."""
+    accounts = [
+        await register_account(gql, channel="LINE", external_account_id="oa-1"),
+        await register_account(gql, channel="FACEBOOK", external_account_id="page-1"),
+        await register_account(gql, channel="SHOPEE", external_account_id="shop-1"),
+    ]
+    for index in range(conversations):
+        account = accounts[index % 3]
+        question = await persisted(
+            gql, inbound(account, thread=f"T-{index}", user=f"U-{index}", when=at(index))
+        )
+        if index % 2:
+            await persisted(
+                gql,
+                outbound(account, conversation=question["conversation"]["id"], when=at(index + 1)),
+            )
+
+
+@pytest.mark.parametrize("size", [5, 25])
+async def test_a_conversation_list_page_costs_a_constant_number_of_statements(
+    gql: GraphQLClient, sql_statements: StatementCounter, size: int
+) -> None:
+    await inbox(gql, size)
+
+    sql_statements.reset()
+    body = await gql(CONVERSATION_PAGE, {"first": size})
+
+    edges = data_of(body, "conversations")["edges"]
+    assert len(edges) == size
+    assert {e["node"]["lastMessage"]["sender"]["type"] for e in edges} == {"CONTACT", "AGENT"}
+    assert len({e["node"]["contact"]["id"] for e in edges}) == size
+    assert len({e["node"]["channelAccount"]["id"] for e in edges}) == 3
+    assert sql_statements.count == CONVERSATION_LIST_STATEMENTS, sql_statements.statements
+
+
+NODES = """
+query($ids: [ID!]!) {
+  nodes(ids: $ids) {
+    id
+    ... on Message { sender { type displayName } attachments { id } conversation { id } }
+  }
+}"""
+
+# set_config, the messages by id, then one batch each: contacts, attachments, conversations.
+NODES_STATEMENTS = 5
+
+
+@pytest.mark.parametrize("size", [10, 100])
+async def test_nodes_cost_a_constant_number_of_statements(
+    gql: GraphQLClient, sql_statements: StatementCounter, size: int
+) -> None:
+    conversation = await group_chat(gql, size)
+    page = await gql(
+        "query($id: ID!, $n: Int) { conversation(id: $id) { messages(first: $n) "
+        "{ edges { node { id } } } } }",
+        {"id": conversation, "n": size},
+    )
+    ids = [e["node"]["id"] for e in data_of(page, "conversation")["messages"]["edges"]]
+
+    sql_statements.reset()
+    body = await gql(NODES, {"ids": ids})
+
+    assert [node["id"] for node in data_of(body, "nodes")] == ids
+    assert sql_statements.count == NODES_STATEMENTS, sql_statements.statements
+
+
+PERSIST_SELECTION = """
+mutation($input: PersistMessageInput!) {
+  persistMessage(input: $input) {
+    deduplicated
+    message { id sender { type displayName } attachments { id } channelAccount { id } }
+    messageEdge { cursor }
+    conversation { id lastMessageAt }
+    contact { id }
+    userErrors { code }
+  }
+}"""
+
+
+@pytest.mark.parametrize(
+    ("replay", "expected"),
+    [
+        # Write: set_config, account + replay lookup, contact upsert, conversation upsert,
+        # message insert, attachments insert. Read back: set_config, message, conversation,
+        # contact, attachments, channel account.
+        (False, 12),
+        # Write: set_config, account + replay lookup (found: nothing more is written).
+        # Read back as above.
+        (True, 8),
+    ],
+    ids=["new message", "replay"],
+)
+async def test_persist_message_round_trips(
+    gql: GraphQLClient, sql_statements: StatementCounter, replay: bool, expected: int
+) -> None:
+    account = await register_account(gql)
+    message = inbound(account, attachments=[{"kind": "IMAGE", "externalId": "img-1"}])
+    if replay:
+        await persisted(gql, message)
+
+    sql_statements.reset()
+    body = await gql(PERSIST_SELECTION, {"input": message})
+
+    payload: dict[str, Any] = data_of(body, "persistMessage")
+    assert (payload["userErrors"], payload["deduplicated"]) == ([], replay)
+    assert sql_statements.count == expected, sql_statements.statements
