@@ -52,12 +52,16 @@ class SenderInput:
     external_id: str | None = strawberry.field(
         default=None, description="The agent's or bot's own id."
     )
-    avatar_url: str | None = None
+    avatar_url: str | None = strawberry.field(
+        default=None, description="Avatar of the agent or bot, an absolute http(s) URL."
+    )
 
 
 @strawberry.input(description="The content of a message.")
 class ContentInput:
-    type: ContentType
+    type: ContentType = strawberry.field(
+        description="What the content is; TEXT needs text, cards and locations go in struct."
+    )
     text: str | None = strawberry.field(default=None, description="At most 50,000 characters.")
     struct: JSON | None = strawberry.field(
         default=None,
@@ -68,13 +72,17 @@ class ContentInput:
 
 @strawberry.input(description="Metadata of an attached file.")
 class AttachmentInput:
-    kind: AttachmentKind
+    kind: AttachmentKind = strawberry.field(description="What the file is.")
     url: str | None = strawberry.field(default=None, description="An absolute http(s) URL.")
-    mime_type: str | None = None
+    mime_type: str | None = strawberry.field(
+        default=None, description="Media type, type/subtype, such as image/jpeg."
+    )
     size_bytes: float | None = strawberry.field(default=None, description="A whole number.")
-    file_name: str | None = None
-    width: int | None = None
-    height: int | None = None
+    file_name: str | None = strawberry.field(
+        default=None, description="File name as the sender gave it."
+    )
+    width: int | None = strawberry.field(default=None, description="Width in pixels.")
+    height: int | None = strawberry.field(default=None, description="Height in pixels.")
     duration_ms: float | None = strawberry.field(default=None, description="A whole number.")
     external_id: str | None = strawberry.field(
         default=None, description="The file's id on the channel; url or externalId is required."
@@ -108,11 +116,13 @@ class PersistMessageInput:
     channel_account_id: strawberry.ID = strawberry.field(
         description="The channel account it was received on or sent from."
     )
-    direction: MessageDirection
+    direction: MessageDirection = strawberry.field(
+        description="INBOUND from the customer; OUTBOUND for a reply the channel accepted."
+    )
     channel_timestamp: datetime = strawberry.field(
         description="When it happened on the channel, with a time zone offset."
     )
-    content: ContentInput
+    content: ContentInput = strawberry.field(description="What the message says or shows.")
     external_message_id: str | None = strawberry.field(
         default=None, description="The channel's message id; the idempotency key if none given."
     )
@@ -128,14 +138,20 @@ class PersistMessageInput:
     conversation_id: strawberry.ID | None = strawberry.field(
         default=None, description="Outbound only: reply into this known conversation."
     )
-    contact: ContactInput | None = None
+    contact: ContactInput | None = strawberry.field(
+        default=None,
+        description="The customer. Required inbound; outbound without conversationId, it "
+        "picks the conversation (with externalThreadId or the fallback window).",
+    )
     sender: SenderInput | None = strawberry.field(
         default=None, description="Required outbound (AGENT, BOT or SYSTEM)."
     )
     attachments: list[AttachmentInput] | None = strawberry.field(
         default=None, description="At most 20."
     )
-    reply_to_external_message_id: str | None = None
+    reply_to_external_message_id: str | None = strawberry.field(
+        default=None, description="The channel's id of the message this one replies to."
+    )
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
     def to_contract(self) -> tuple[contract.NormalizedMessage, list[FieldError]]:
@@ -171,9 +187,11 @@ class PersistMessageInput:
 
 @strawberry.input(description="Register (or refresh) a channel account.")
 class RegisterChannelAccountInput:
-    channel: Channel
+    channel: Channel = strawberry.field(description="The channel of the account.")
     external_account_id: str = strawberry.field(description="The account's id on the channel.")
-    display_name: str | None = None
+    display_name: str | None = strawberry.field(
+        default=None, description="Name shown in the inbox; refreshed if given."
+    )
     fallback_window_seconds: int | None = strawberry.field(
         default=None,
         description="Window of the fallback thread rule, 60 s to 90 days (default 24 h).",
@@ -183,27 +201,45 @@ class RegisterChannelAccountInput:
 
 @strawberry.input(description="Create or refresh a contact.")
 class UpsertContactInput:
-    channel_account_id: strawberry.ID
-    external_user_id: str
-    display_name: str | None = None
-    avatar_url: str | None = None
-    profile: JSON | None = None
+    channel_account_id: strawberry.ID = strawberry.field(
+        description="The channel account the customer writes to."
+    )
+    external_user_id: str = strawberry.field(description="The user's id on the channel account.")
+    display_name: str | None = strawberry.field(default=None, description="Refreshed if given.")
+    avatar_url: str | None = strawberry.field(
+        default=None, description="An absolute http(s) URL; refreshed if given."
+    )
+    profile: JSON | None = strawberry.field(
+        default=None,
+        description="Channel-specific profile data, a JSON object; refreshed if given.",
+    )
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
 @strawberry.input(description="Resolve or open the conversation of a thread.")
 class UpsertConversationInput:
-    channel_account_id: strawberry.ID
+    channel_account_id: strawberry.ID = strawberry.field(
+        description="The channel account of the conversation."
+    )
     channel_timestamp: datetime = strawberry.field(
         description="Channel time of the event; picks the fallback window without a thread id."
     )
-    external_thread_id: str | None = None
-    contact: ContactInput | None = None
+    external_thread_id: str | None = strawberry.field(
+        default=None,
+        description="The channel's thread id. Without it, the contact's conversation in the "
+        "fallback window that channelTimestamp falls in.",
+    )
+    contact: ContactInput | None = strawberry.field(
+        default=None,
+        description="The customer, created or refreshed; required without externalThreadId.",
+    )
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
 @strawberry.input(description="Attachment metadata that arrived after its message.")
 class AddAttachmentsInput:
-    message_id: strawberry.ID
+    message_id: strawberry.ID = strawberry.field(
+        description="The message the attachments belong to."
+    )
     attachments: list[AttachmentInput] = strawberry.field(description="1 to 20 in all.")
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)

@@ -21,7 +21,9 @@ from omni_store.graph.inputs import (
     UpsertConversationInput,
 )
 from omni_store.graph.types import (
+    After,
     Attachment,
+    Before,
     Channel,
     ChannelAccount,
     ChannelAccountConnection,
@@ -92,13 +94,32 @@ def _page(
     return PageRequest(first=first, after=after, last=last, before=before)
 
 
-@strawberry.type
+GlobalId = Annotated[strawberry.ID, strawberry.argument(description="A global ID, of any type.")]
+GlobalIds = Annotated[
+    list[strawberry.ID], strawberry.argument(description="Global IDs, of any types; at most 100.")
+]
+ConversationId = Annotated[
+    strawberry.ID, strawberry.argument(description="The conversation's global ID.")
+]
+ChannelFilter = Annotated[
+    Channel | None, strawberry.argument(description="Only the conversations of this channel.")
+]
+ChannelAccountFilter = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(description="Only the conversations of this channel account (global ID)."),
+]
+
+
+@strawberry.type(
+    description="What the inbox reads: conversations, their timelines, channel accounts and "
+    "any object by global ID. Scope: inbox:read."
+)
 class Query:
     @strawberry.field(
         description="Fetch any object by its global ID; null if it does not exist "
         "(or belongs to another tenant)."
     )
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(self, info: Info, id: GlobalId) -> Node | None:
         info.context.require(SCOPE_READ)
         return await _node(info, id)
 
@@ -106,7 +127,7 @@ class Query:
         description="Fetch objects by global ID, in order; null for each missing "
         "one. At most 100 ids."
     )
-    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+    async def nodes(self, info: Info, ids: GlobalIds) -> list[Node | None]:
         info.context.require(SCOPE_READ)
         if len(ids) > MAX_NODES:
             raise PublicError("BAD_USER_INPUT", f"At most {MAX_NODES} ids.", field=["ids"])
@@ -120,12 +141,12 @@ class Query:
     async def conversations(
         self,
         info: Info,
-        channel: Channel | None = None,
-        channel_account_id: strawberry.ID | None = None,
+        channel: ChannelFilter = None,
+        channel_account_id: ChannelAccountFilter = None,
         first: PageSize = None,
-        after: str | None = None,
+        after: After = None,
         last: PageSize = None,
-        before: str | None = None,
+        before: Before = None,
     ) -> ConversationConnection:
         info.context.require(SCOPE_READ)
         ids = IdDecoder()
@@ -145,7 +166,7 @@ class Query:
         return ConversationConnection.of(page)
 
     @strawberry.field(description="One conversation by global ID; null if it does not exist.")
-    async def conversation(self, info: Info, id: strawberry.ID) -> Conversation | None:
+    async def conversation(self, info: Info, id: ConversationId) -> Conversation | None:
         info.context.require(SCOPE_READ)
         node = await _node(info, id)
         return node if isinstance(node, Conversation) else None
@@ -155,9 +176,9 @@ class Query:
         self,
         info: Info,
         first: PageSize = None,
-        after: str | None = None,
+        after: After = None,
         last: PageSize = None,
-        before: str | None = None,
+        before: Before = None,
     ) -> ChannelAccountConnection:
         info.context.require(SCOPE_READ)
         uow = await info.context.read_uow()
@@ -178,10 +199,13 @@ class Query:
 
 # --- payloads ----------------------------------------------------------------------------------
 
+CLIENT_MUTATION_ID = "The input's clientMutationId, echoed (Relay)."
+USER_ERRORS = "Why the input was refused, every problem at once; empty when it was accepted."
+
 
 @strawberry.type(description="The result of persistMessage.")
 class PersistMessagePayload:
-    client_mutation_id: str | None
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
     message: Message | None = strawberry.field(
         description="The stored message: new, the one stored by an earlier delivery "
         "(deduplicated), or the one an IDEMPOTENCY_CONFLICT refers to."
@@ -189,51 +213,84 @@ class PersistMessagePayload:
     message_edge: MessageEdge | None = strawberry.field(
         description="The message as a timeline edge, for Relay's @appendEdge."
     )
-    conversation: Conversation | None
-    contact: Contact | None
+    conversation: Conversation | None = strawberry.field(
+        description="The conversation the message belongs to; null when refused."
+    )
+    contact: Contact | None = strawberry.field(
+        description="The customer of that conversation; null when refused or when it has none."
+    )
     deduplicated: bool = strawberry.field(
         description="True when this delivery was a replay and nothing was written."
     )
-    user_errors: list[UserError]
+    user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
 @strawberry.type(description="The result of registerChannelAccount.")
 class RegisterChannelAccountPayload:
-    client_mutation_id: str | None
-    channel_account: ChannelAccount | None
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
+    channel_account: ChannelAccount | None = strawberry.field(
+        description="The account, created or refreshed; null when refused."
+    )
     created: bool = strawberry.field(description="False when the account already existed.")
-    user_errors: list[UserError]
+    user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
 @strawberry.type(description="The result of upsertContact.")
 class UpsertContactPayload:
-    client_mutation_id: str | None
-    contact: Contact | None
-    user_errors: list[UserError]
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
+    contact: Contact | None = strawberry.field(
+        description="The contact, created or refreshed; null when refused."
+    )
+    user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
 @strawberry.type(description="The result of upsertConversation.")
 class UpsertConversationPayload:
-    client_mutation_id: str | None
-    conversation: Conversation | None
-    contact: Contact | None
-    user_errors: list[UserError]
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
+    conversation: Conversation | None = strawberry.field(
+        description="The conversation of the thread, found or opened; null when refused."
+    )
+    contact: Contact | None = strawberry.field(
+        description="The contact given in the input, created or refreshed; null when none was "
+        "given or when refused."
+    )
+    user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
 @strawberry.type(description="The result of addAttachments.")
 class AddAttachmentsPayload:
-    client_mutation_id: str | None
-    message: Message | None
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
+    message: Message | None = strawberry.field(
+        description="The message the attachments belong to; null when refused."
+    )
     attachments: list[Attachment] = strawberry.field(
         description="All attachments of the message, in order."
     )
-    user_errors: list[UserError]
+    user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
 Input = Annotated[PersistMessageInput, strawberry.argument(description="The normalized message.")]
+RegisterInput = Annotated[
+    RegisterChannelAccountInput, strawberry.argument(description="The account to register.")
+]
+ContactUpsert = Annotated[
+    UpsertContactInput, strawberry.argument(description="The contact, as the channel has it.")
+]
+ConversationUpsert = Annotated[
+    UpsertConversationInput,
+    strawberry.argument(description="The thread, or the contact and time of an event."),
+]
+AttachmentsInput = Annotated[
+    AddAttachmentsInput,
+    strawberry.argument(description="The message and its newly arrived attachments."),
+]
 
 
-@strawberry.type
+@strawberry.type(
+    description="What connectors and the reply sender write: messages exactly once, and the "
+    "accounts, contacts and conversations they belong to. Scope: messages:write (admin to "
+    "register channel accounts)."
+)
 class Mutation:
     @strawberry.mutation(
         description="Persist one inbound or outbound message, exactly once per "
@@ -290,7 +347,7 @@ class Mutation:
         "with the same channel and external id. Scope: admin."
     )
     async def register_channel_account(
-        self, info: Info, input: RegisterChannelAccountInput
+        self, info: Info, input: RegisterInput
     ) -> RegisterChannelAccountPayload:
         tenant = info.context.require(SCOPE_ADMIN)
         try:
@@ -320,7 +377,7 @@ class Mutation:
         description="Create or refresh a contact; the same id every time for "
         "the same channel account and external user id. Scope: messages:write."
     )
-    async def upsert_contact(self, info: Info, input: UpsertContactInput) -> UpsertContactPayload:
+    async def upsert_contact(self, info: Info, input: ContactUpsert) -> UpsertContactPayload:
         tenant = info.context.require(SCOPE_WRITE)
         ids = IdDecoder()
         account_id = ids.decode(("channelAccountId",), input.channel_account_id, "ChannelAccount")
@@ -352,7 +409,7 @@ class Mutation:
         "rule persistMessage uses. Scope: messages:write."
     )
     async def upsert_conversation(
-        self, info: Info, input: UpsertConversationInput
+        self, info: Info, input: ConversationUpsert
     ) -> UpsertConversationPayload:
         tenant = info.context.require(SCOPE_WRITE)
         ids = IdDecoder()
@@ -393,9 +450,7 @@ class Mutation:
         description="Append attachment metadata that arrived after its message; "
         "retry-safe by externalId. Scope: messages:write."
     )
-    async def add_attachments(
-        self, info: Info, input: AddAttachmentsInput
-    ) -> AddAttachmentsPayload:
+    async def add_attachments(self, info: Info, input: AttachmentsInput) -> AddAttachmentsPayload:
         ctx = info.context
         tenant = ctx.require(SCOPE_WRITE)
         ids = IdDecoder()

@@ -4,7 +4,8 @@ relations resolve (through the request's dataloaders)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from enum import Enum
+from typing import Annotated, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -17,24 +18,128 @@ from omni_store.persistence import repositories as records
 from omni_store.persistence.cursors import Page, PageRequest
 from omni_store.persistence.errors import UserInputError
 
-Channel = strawberry.enum(enums.Channel, description="A messaging channel.")
-MessageDirection = strawberry.enum(
+E = TypeVar("E", bound=type[Enum])
+
+
+def _enum(vocabulary: E, *, description: str, values: dict[str, str], name: str | None = None) -> E:
+    """A vocabulary of the store as a GraphQL enum, with each value described for the SDL (the
+    vocabularies live in persistence, which knows nothing of GraphQL)."""
+    wrapped = strawberry.enum(vocabulary, name=name, description=description)
+    definition = wrapped.__strawberry_definition__  # type: ignore[attr-defined]
+    assert {v.name for v in definition.values} == set(values), f"describe every {name} value"
+    for value in definition.values:
+        value.description = values[value.name]
+    return wrapped
+
+
+Channel = _enum(
+    enums.Channel,
+    description="A messaging channel.",
+    values={
+        "LINE": "LINE Official Accounts.",
+        "FACEBOOK": "Facebook Messenger, on a Facebook page.",
+        "INSTAGRAM": "Instagram direct messages.",
+        "WHATSAPP": "WhatsApp Business.",
+        "SHOPEE": "Shopee shop chat.",
+        "LAZADA": "Lazada shop chat.",
+        "TIKTOK_SHOP": "TikTok Shop customer chat.",
+        "EMAIL": "E-mail.",
+        "WEBCHAT": "The web chat widget on the business's own site.",
+    },
+)
+MessageDirection = _enum(
     enums.Direction,
     name="MessageDirection",
     description="INBOUND: from the customer. OUTBOUND: a reply sent by the business.",
+    values={
+        "INBOUND": "From the customer to the business, as a connector received it.",
+        "OUTBOUND": "From the business to the customer, persisted once the channel accepted it.",
+    },
 )
-SenderType = strawberry.enum(
-    enums.SenderType, description="Who wrote a message: the CONTACT, an AGENT, a BOT or the SYSTEM."
+SenderType = _enum(
+    enums.SenderType,
+    description="Who wrote a message: the CONTACT, an AGENT, a BOT or the SYSTEM.",
+    values={
+        "CONTACT": "The customer: the sender of every inbound message.",
+        "AGENT": "A person of the business, replying from the inbox.",
+        "BOT": "An automated responder of the business.",
+        "SYSTEM": "The platform itself: notices and automatic messages.",
+    },
 )
-ContentType = strawberry.enum(enums.ContentType, description="What a message's content is.")
-AttachmentKind = strawberry.enum(enums.AttachmentKind, description="What an attachment is.")
-DeliveryStatus = strawberry.enum(
+ContentType = _enum(
+    enums.ContentType,
+    description="What a message's content is.",
+    values={
+        "TEXT": "Plain text, in text.",
+        "IMAGE": "A picture; the file is an attachment.",
+        "VIDEO": "A video; the file is an attachment.",
+        "AUDIO": "A voice message or other audio; the file is an attachment.",
+        "FILE": "A document or other file; the file is an attachment.",
+        "STICKER": "A sticker; its image or channel id is an attachment.",
+        "LOCATION": "A place; coordinates and address in struct.",
+        "PRODUCT": "A marketplace product card; the product reference in struct.",
+        "ORDER": "A marketplace order card; the order reference in struct.",
+        "TEMPLATE": "A channel template (buttons, carousel, rich menu); its payload in struct.",
+        "INTERACTIVE": "A reply to buttons, quick replies or a list; the choice in struct.",
+        "UNSUPPORTED": "A kind of message the connector does not normalize yet.",
+    },
+)
+AttachmentKind = _enum(
+    enums.AttachmentKind,
+    description="What an attachment is.",
+    values={
+        "IMAGE": "A picture.",
+        "VIDEO": "A video.",
+        "AUDIO": "A voice message or other audio.",
+        "FILE": "A document or any other file.",
+        "STICKER": "A sticker image.",
+    },
+)
+DeliveryStatus = _enum(
     enums.DeliveryStatus,
     description="RECEIVED for inbound messages; SENT (or later states) for outbound ones.",
+    values={
+        "RECEIVED": "An inbound message, stored as received.",
+        "SENT": "An outbound message the channel accepted.",
+        "DELIVERED": "The channel reports the outbound message delivered to the customer.",
+        "READ": "The channel reports the customer read the outbound message.",
+        "FAILED": "The channel reports the outbound message could not be delivered.",
+    },
 )
-UserErrorCode = strawberry.enum(
-    enums.ErrorCode, name="UserErrorCode", description="Why an input was refused."
+UserErrorCode = _enum(
+    enums.ErrorCode,
+    name="UserErrorCode",
+    description="Why an input was refused.",
+    values={
+        "REQUIRED": "The field is missing or blank, and this input needs it.",
+        "INVALID": "The value has the wrong form: not a valid ID, URL, date-time, JSON object "
+        "or cursor.",
+        "TOO_LONG": "The text is longer than the field allows.",
+        "TOO_LARGE": "The JSON value is larger than the field allows.",
+        "TOO_MANY": "The list is longer than allowed (at most 20 attachments per message).",
+        "TOO_DEEP": "The JSON value is nested deeper than allowed.",
+        "OUT_OF_RANGE": "The number or date-time is outside the allowed range.",
+        "INVALID_CHARACTER": "The text contains NUL characters or is not valid Unicode.",
+        "NOT_ALLOWED": "The field is not allowed here, such as a conversationId on an inbound "
+        "message or a CONTACT sender on an outbound one.",
+        "NOT_FOUND": "The object the ID refers to does not exist (or belongs to another "
+        "tenant, which is the same for the caller).",
+        "MISMATCH": "The objects exist but do not belong together, such as a conversation of "
+        "another channel account.",
+        "IDEMPOTENCY_CONFLICT": "The idempotency key was already used for a message with "
+        "different content; the stored message is kept and returned.",
+        "ALREADY_EXISTS": "An object with the same natural key already exists.",
+    },
 )
+
+After = Annotated[
+    str | None,
+    strawberry.argument(description="Cursor of an edge: return the edges after it."),
+]
+Before = Annotated[
+    str | None,
+    strawberry.argument(description="Cursor of an edge: return the edges before it."),
+]
 
 
 @strawberry.interface(
@@ -153,16 +258,18 @@ class Content:
 @strawberry.type(description="Metadata of a file attached to a message (never the file itself).")
 class Attachment(Node):
     position: int = strawberry.field(description="Order within the message, from 0.")
-    kind: AttachmentKind
-    url: str | None
-    mime_type: str | None
+    kind: AttachmentKind = strawberry.field(description="What the file is.")
+    url: str | None = strawberry.field(description="Where the file can be fetched.")
+    mime_type: str | None = strawberry.field(description="Media type, such as image/jpeg.")
     size_bytes: float | None = strawberry.field(description="Size in bytes.")
-    file_name: str | None
-    width: int | None
-    height: int | None
+    file_name: str | None = strawberry.field(description="File name as the sender gave it.")
+    width: int | None = strawberry.field(description="Width in pixels (images, videos).")
+    height: int | None = strawberry.field(description="Height in pixels (images, videos).")
     duration_ms: float | None = strawberry.field(description="Duration of audio or video.")
     external_id: str | None = strawberry.field(description="The file's id on the channel.")
-    metadata: JSON | None
+    metadata: JSON | None = strawberry.field(
+        description="Channel-specific metadata of the file, a JSON object."
+    )
 
     @classmethod
     def of(cls, row: records.Attachment) -> Attachment:
@@ -184,8 +291,10 @@ class Attachment(Node):
 
 @strawberry.type(description="One message of a conversation's timeline, inbound or outbound.")
 class Message(Node):
-    direction: MessageDirection
-    content: Content
+    direction: MessageDirection = strawberry.field(
+        description="INBOUND from the customer, OUTBOUND from the business."
+    )
+    content: Content = strawberry.field(description="What the message says or shows.")
     channel_timestamp: datetime = strawberry.field(
         description="When it happened on the channel: the timeline's order."
     )
@@ -195,8 +304,10 @@ class Message(Node):
         description="The key that made it unique: the connector's idempotency key, else the "
         "channel's message id."
     )
-    reply_to_external_message_id: str | None
-    status: DeliveryStatus
+    reply_to_external_message_id: str | None = strawberry.field(
+        description="The channel's id of the message this one replies to, if it is a reply."
+    )
+    status: DeliveryStatus = strawberry.field(description="Delivery status.")
     _row: strawberry.Private[records.Message]
 
     @strawberry.field(description="Who wrote it, with the name to render.")
@@ -258,13 +369,15 @@ class Message(Node):
 @strawberry.type(description="An edge of a timeline.")
 class MessageEdge:
     cursor: str = strawberry.field(description="Opaque keyset cursor of this message.")
-    node: Message
+    node: Message = strawberry.field(description="The message.")
 
 
 @strawberry.type(description="A page of a conversation's timeline, in chronological order.")
 class MessageConnection:
-    edges: list[MessageEdge]
-    page_info: PageInfo
+    edges: list[MessageEdge] = strawberry.field(
+        description="The page's messages, oldest first in both directions."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page lies in the timeline.")
 
     @classmethod
     def of(cls, page: Page[records.Message]) -> MessageConnection:
@@ -284,7 +397,7 @@ PageSize = Annotated[
 
 @strawberry.type(description="A conversation with one contact on one channel account.")
 class Conversation(Node):
-    channel: Channel
+    channel: Channel = strawberry.field(description="The channel of its channel account.")
     thread_key: str = strawberry.field(
         description="What maps messages to this conversation: the channel thread id, or the "
         "contact and time window (fallback rule v1)."
@@ -293,7 +406,7 @@ class Conversation(Node):
     last_message_at: datetime = strawberry.field(
         description="Channel time of the latest message; never moves backwards."
     )
-    created_at: datetime
+    created_at: datetime = strawberry.field(description="When the store opened it.")
     _row: strawberry.Private[records.Conversation]
 
     @strawberry.field(description="The channel account of this conversation.")
@@ -322,9 +435,9 @@ class Conversation(Node):
         self,
         info: Info,
         first: PageSize = None,
-        after: str | None = None,
+        after: After = None,
         last: PageSize = None,
-        before: str | None = None,
+        before: Before = None,
     ) -> MessageConnection:
         uow = await info.context.read_uow()
         try:
@@ -350,14 +463,16 @@ class Conversation(Node):
 
 @strawberry.type(description="An edge of a conversation list.")
 class ConversationEdge:
-    cursor: str
-    node: Conversation
+    cursor: str = strawberry.field(description="Opaque keyset cursor of this conversation.")
+    node: Conversation = strawberry.field(description="The conversation.")
 
 
 @strawberry.type(description="A page of conversations, newest activity first.")
 class ConversationConnection:
-    edges: list[ConversationEdge]
-    page_info: PageInfo
+    edges: list[ConversationEdge] = strawberry.field(
+        description="The page's conversations, newest activity first in both directions."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page lies in the list.")
 
     @classmethod
     def of(cls, page: Page[records.Conversation]) -> ConversationConnection:
@@ -372,14 +487,16 @@ class ConversationConnection:
 
 @strawberry.type(description="An edge of the channel account list.")
 class ChannelAccountEdge:
-    cursor: str
-    node: ChannelAccount
+    cursor: str = strawberry.field(description="Opaque keyset cursor of this channel account.")
+    node: ChannelAccount = strawberry.field(description="The channel account.")
 
 
 @strawberry.type(description="A page of channel accounts, oldest first.")
 class ChannelAccountConnection:
-    edges: list[ChannelAccountEdge]
-    page_info: PageInfo
+    edges: list[ChannelAccountEdge] = strawberry.field(
+        description="The page's channel accounts, oldest first in both directions."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page lies in the list.")
 
     @classmethod
     def of(cls, page: Page[records.ChannelAccount]) -> ChannelAccountConnection:
@@ -394,5 +511,9 @@ class ChannelAccountConnection:
 
 @strawberry.type(description="Who is calling, as the token says.")
 class Viewer:
-    tenant_id: str
-    scopes: list[str]
+    tenant_id: str = strawberry.field(
+        description="The tenant of the token: everything read or written is this tenant's."
+    )
+    scopes: list[str] = strawberry.field(
+        description="What the token allows: inbox:read, messages:write, admin."
+    )
