@@ -1,0 +1,282 @@
+"""The results of a run as Markdown, a PNG chart and JSON, with each ratio against issue 6."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TARGET_NAMES = {"service": "service", "raw": "raw SQL", "peer": "PostGraphile 4"}
+WORKLOAD_NAMES = {
+    "timeline": "timeline page (first: 50, then by cursor)",
+    "conversations": "conversation list (first: 25)",
+    "conversations_channel": "conversation list, one channel",
+    "persist_new": "persistMessage, new (inbound + outbound)",
+    "persist_replay": "persistMessage, replay (deduplicated)",
+    "mixed": "mixed inbox",
+}
+STATEMENT_KINDS = {
+    "timeline": ["timeline"],
+    "conversations": ["conversations"],
+    "conversations_channel": ["conversations_channel"],
+    "persist_new": ["persist_inbound", "persist_outbound"],
+    "persist_replay": ["persist_replay"],
+}
+
+
+def _ms(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:,.1f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _statements(results: dict[str, Any], workload: str) -> str:
+    per = results.get("statements", {})
+    kinds = [k for k in STATEMENT_KINDS.get(workload, []) if k in per]
+    if not kinds:
+        return "–"
+    lo = min(per[k]["min"] for k in kinds)
+    hi = max(per[k]["max"] for k in kinds)
+    mean = sum(per[k]["mean"] for k in kinds) / len(kinds)
+    spread = f" ({lo}–{hi})" if lo != hi else ""
+    return f"{mean:.1f}{spread}"
+
+
+def summary_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| Workload | Target | req/s | p50 ms | p95 ms | p99 ms | errors "
+        "| SQL statements / request | service ÷ raw | service ÷ peer |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload, by_target in results["runs"].items():
+        service = by_target.get("service", {}).get("all")
+        for target in ("service", "raw", "peer"):
+            if target not in by_target:
+                continue
+            a = by_target[target]["all"]
+            vs_raw = vs_peer = ""
+            statements = ""
+            if target == "service":
+                raw = by_target.get("raw", {}).get("all")
+                peer = by_target.get("peer", {}).get("all")
+                vs_raw = _x(_ratio(a["rps"], raw["rps"])) if raw else "–"
+                vs_peer = _x(_ratio(a["rps"], peer["rps"])) if peer else "–"
+                statements = _statements(results, workload)
+            elif target == "raw":
+                statements = _statements(results, workload)
+            name = (
+                WORKLOAD_NAMES.get(workload, workload) if target == "service" or not service else ""
+            )
+            lines.append(
+                f"| {name} | {TARGET_NAMES[target]} | {a['rps']:,.0f} | {_ms(a['p50'])} "
+                f"| {_ms(a['p95'])} | {_ms(a['p99'])} | {a['errors']} | {statements} "
+                f"| {vs_raw} | {vs_peer} |"
+            )
+    return lines
+
+
+def kinds_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| Workload | Request kind | Target | req/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for workload in ("persist_new", "mixed"):
+        for target, summary in results["runs"].get(workload, {}).items():
+            for kind, s in summary.items():
+                if kind in ("all", "cpu", "peak_rss_mb", "first_errors"):
+                    continue
+                lines.append(
+                    f"| {workload} | {kind} | {TARGET_NAMES[target]} | {s['rps']:,.0f} "
+                    f"| {_ms(s['p50'])} | {_ms(s['p95'])} | {_ms(s['p99'])} |"
+                )
+    return lines
+
+
+def targets(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    runs = results["runs"]
+    lines = ["| Target (issue 6) | Measured | Met? |", "|---|---|---|"]
+
+    def row(what: str, measured: str, ok: bool | None) -> None:
+        verdict = "–" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {what} | {measured} | {verdict} |")
+
+    for workload in ("timeline", "conversations", "conversations_channel"):
+        r = runs.get(workload, {})
+        if "service" in r and "peer" in r:
+            s, p = r["service"]["all"], r["peer"]["all"]
+            ratio = _ratio(s["rps"], p["rps"])
+            row(
+                f"{workload}: throughput ≥ peer's",
+                f"{s['rps']:,.0f} vs {p['rps']:,.0f} req/s = {_x(ratio)}",
+                ratio is not None and ratio >= 1,
+            )
+            row(
+                f"{workload}: p99 ≤ peer's",
+                f"{_ms(s['p99'])} vs {_ms(p['p99'])} ms",
+                s["p99"] <= p["p99"],
+            )
+    r = runs.get("persist_new", {})
+    if "service" in r and "raw" in r:
+        ratio = _ratio(r["service"]["all"]["rps"], r["raw"]["all"]["rps"])
+        row(
+            "persistMessage (new): throughput ≥ 0.5 × raw SQL of the same writes",
+            f"{r['service']['all']['rps']:,.0f} vs {r['raw']['all']['rps']:,.0f} req/s "
+            f"= {_x(ratio)}",
+            ratio is not None and ratio >= 0.5,
+        )
+    if baseline and baseline.get("scale") != results.get("scale"):
+        for workload in ("timeline", "conversations", "conversations_channel"):
+            now = runs.get(workload, {}).get("service", {}).get("all")
+            then = baseline["runs"].get(workload, {}).get("service", {}).get("all")
+            if now and then:
+                ratio = _ratio(now["p50"], then["p50"])
+                row(
+                    f"{workload}: p50 at {results['scale']} ≤ 1.2 × p50 at {baseline['scale']}",
+                    f"{_ms(now['p50'])} vs {_ms(then['p50'])} ms = {_x(ratio)}",
+                    ratio is not None and ratio <= 1.2,
+                )
+    for label, sizes in results.get("statements_by_page_size", {}).items():
+        values = {int(k): v for k, v in sizes.items()}
+        constant = len({round(v, 3) for v in values.values()}) == 1
+        measured = ", ".join(f"{k}: {v:g}" for k, v in sorted(values.items()))
+        row(f"{label}: constant statements per request whatever the page size", measured, constant)
+    return lines
+
+
+def resources(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| Workload | Target | CPU: server (cores) | CPU: PostgreSQL | CPU: load driver "
+        "| peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+
+    def cores(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    for workload, by_target in results["runs"].items():
+        for target, s in by_target.items():
+            cpu = s.get("cpu", {})
+            rss = s.get("peak_rss_mb")
+            lines.append(
+                f"| {workload} | {TARGET_NAMES[target]} | {cores(cpu.get('server'))} "
+                f"| {cores(cpu.get('postgres'))} | {cores(cpu.get('driver'))} "
+                f"| {'–' if rss is None else f'{rss:,.0f}'} |"
+            )
+    return lines
+
+
+def markdown(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    env = results["environment"]
+    counts = results["counts"]
+    serve = " ".join(env["serve_args"]) or "defaults"
+    peer = results.get("peer_version")
+    lines = [
+        f"# Benchmark at {results['scale']} messages"
+        + (f" — lever: {results['label']}" if results.get("label") else ""),
+        "",
+        f"Run {env['date']} on commit `{env['commit']}`. Machine: {env['cpu']}, "
+        f"{env['cores']} cores, {env['memory_gib']} GiB, {env['os']}. "
+        f"PostgreSQL {env['postgresql']}, default settings. Python {env['python']}, "
+        f"Strawberry {env['strawberry']}, SQLAlchemy {env['sqlalchemy']}, asyncpg "
+        f"{env['asyncpg']}, uvicorn {env['uvicorn']}.",
+        "",
+        f"Service: `python -m tests.bench.serve` ({serve}; = `omni-store serve` with uvicorn on "
+        f"asyncio/h11 unless a lever says otherwise), pool {env['pool_size']}. "
+        + (
+            f"Peer: PostGraphile {peer} on Node {env['node']}, one process, pool "
+            f"{env['pool_size']}, `--dynamic-json --disable-query-log`. "
+            if peer
+            else "Peer: not run. "
+        )
+        + f"Raw SQL: the service's own recorded statements and transactions through an asyncpg "
+        f"pool of {env['pool_size']}. Load: {env['concurrency']} concurrent clients "
+        f"(keep-alive HTTP/1.1 on 127.0.0.1, driver on {env['driver_loop']}), "
+        f"{env['duration']:g} s measured after {env['warmup']:g} s of warm-up per run, "
+        "everything on the same machine.",
+        "",
+        f"Data: {counts['channel_accounts']} channel accounts of 10 tenants, "
+        f"{counts['contacts']:,} contacts, {counts['conversations']:,} conversations, "
+        f"{counts['messages']:,} messages, {counts['attachments']:,} attachments "
+        f"({results['database_size']}).",
+        "",
+        *summary_table(results),
+        "",
+    ]
+    rss = results.get("service_peak_rss_mb")
+    if rss:
+        lines.append(
+            f"Peak RSS of the service process: {rss:,.0f} MiB"
+            + (
+                f"; of PostGraphile: {results['peer_peak_rss_mb']:,.0f} MiB."
+                if results.get("peer_peak_rss_mb")
+                else "."
+            )
+        )
+        lines.append("")
+    lines += ["## Against the targets", "", *targets(results, baseline), ""]
+    lines += ["## By request kind", "", *kinds_table(results), ""]
+    lines += ["## CPU and memory per run", "", *resources(results), ""]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results["runs"])
+    targets_ = [
+        t for t in ("service", "raw", "peer") if any(t in r for r in results["runs"].values())
+    ]
+    colours = {"service": "#3b6fb6", "raw": "#9aa5b1", "peer": "#e08a2c"}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
+    width = 0.8 / len(targets_)
+    for i, target in enumerate(targets_):
+        xs = [w + i * width for w in range(len(workloads))]
+        rps = [results["runs"][w].get(target, {}).get("all", {}).get("rps", 0) for w in workloads]
+        top.bar(xs, rps, width, label=TARGET_NAMES[target], color=colours[target])
+        p50 = [results["runs"][w].get(target, {}).get("all", {}).get("p50", 0) for w in workloads]
+        p99 = [results["runs"][w].get(target, {}).get("all", {}).get("p99", 0) for w in workloads]
+        bottom.bar(
+            xs, p99, width, color=colours[target], alpha=0.45, label=f"{TARGET_NAMES[target]} p99"
+        )
+        bottom.bar(xs, p50, width, color=colours[target], label=f"{TARGET_NAMES[target]} p50")
+    for ax in (top, bottom):
+        ax.set_xticks([w + 0.4 - width / 2 for w in range(len(workloads))])
+        ax.set_xticklabels(workloads, fontsize=9)
+        ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    top.set_ylabel("requests / s (log)")
+    bottom.set_ylabel("latency ms (log): p50 solid, p99 light")
+    env = results["environment"]
+    top.set_title(
+        f"omni-store at {results['scale']} messages — {env['concurrency']} clients, "
+        f"{env['cores']} cores" + (f" — {results['label']}" if results.get("label") else "")
+    )
+    top.legend(fontsize=8)
+    bottom.legend(fontsize=7, ncol=3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    baseline_path = directory / "100k.json"
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else None
+    json_path = directory / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    md_path = directory / f"{stem}.md"
+    md_path.write_text(markdown(results, baseline) + "\n")
+    png_path = directory / f"{stem}.png"
+    chart(results, png_path)
+    return [md_path, png_path, json_path]

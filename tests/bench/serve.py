@@ -1,0 +1,126 @@
+"""The service as the benchmark runs it: what ``omni-store serve`` does, with knobs for levers.
+
+    DATABASE_URL=... OMNI_STORE_JWT_SECRET=... python -m tests.bench.serve --port 8765
+
+Without options it is ``omni-store serve`` on an already migrated database: the same engine
+(``omni_store.cli.service_engine``, settings from the same environment variables; DATABASE_URL
+is the ``omni_app`` role, bound by row-level security), the same ``create_app``, uvicorn with
+the same log level (access log on). Two deliberate differences, both printed in the results:
+uvicorn's event loop and HTTP parser are pinned to ``asyncio`` and ``h11`` (what the project's
+declared dependencies give; ``auto`` would pick uvloop/httptools if the bench extra installed them),
+and no demo data is seeded.
+
+The lever options change the service *here only*, by wrapping or patching it from outside, so
+that each one can be measured in isolation before it is made in omni_store/:
+
+- ``--loop uvloop --http httptools``: uvicorn's fast loop and parser (dependencies only).
+- ``--workers N``: N uvicorn worker processes (each with its own pool of ``--pool-size``).
+- ``--pool-size N``: the SQLAlchemy pool (OMNI_STORE_POOL_SIZE).
+- ``--orjson``: encode GraphQL responses with orjson (GraphQLApp.encode_json).
+- ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema).
+- ``--no-access-log``: uvicorn without its per-request access log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+LEVERS_ENV = "OMNI_BENCH_LEVERS"
+
+
+def _levers() -> dict[str, Any]:
+    return json.loads(os.environ.get(LEVERS_ENV, "{}"))
+
+
+def app_factory() -> Any:
+    """The ASGI app, built in each worker process from the environment."""
+    from omni_store.config import Settings
+    from omni_store.graph import app as app_module
+    from omni_store.persistence.database import Database, create_engine
+
+    levers = _levers()
+    settings = Settings.from_env()
+    assert settings.database_url, "DATABASE_URL is required"
+    assert settings.jwt_secret, "OMNI_STORE_JWT_SECRET is required"
+
+    if levers.get("caches"):
+        from strawberry.extensions import ParserCache, ValidationCache
+
+        original = app_module.build_schema
+
+        def build_schema_with_caches(**kw: Any) -> Any:
+            schema = original(**kw)
+            schema.extensions = [
+                *schema.extensions,
+                lambda: ParserCache(maxsize=256),
+                lambda: ValidationCache(maxsize=256),
+            ]
+            return schema
+
+        app_module.build_schema = build_schema_with_caches  # type: ignore[assignment]
+    if levers.get("orjson"):
+        import orjson
+
+        def encode_json(self: Any, data: object) -> bytes:
+            return orjson.dumps(data)
+
+        app_module.GraphQLApp.encode_json = encode_json  # type: ignore[method-assign,assignment]
+
+    try:
+        from omni_store.cli import service_engine
+    except ImportError:  # older trees
+        service_engine = None
+    if service_engine is not None:
+        engine = service_engine(settings.database_url, settings)
+    else:
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.pool_size,
+            pool_timeout_seconds=settings.pool_timeout_seconds,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
+    return app_module.create_app(
+        Database(engine),
+        jwt_secret=settings.jwt_secret,
+        graphiql=settings.graphiql,
+        introspection=settings.introspection,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.serve", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"])
+    parser.add_argument("--http", default="h11", choices=["h11", "httptools", "auto"])
+    parser.add_argument("--pool-size", type=int)
+    parser.add_argument("--orjson", action="store_true")
+    parser.add_argument("--caches", action="store_true")
+    parser.add_argument("--no-access-log", action="store_true")
+    args = parser.parse_args()
+    if args.pool_size:
+        os.environ["OMNI_STORE_POOL_SIZE"] = str(args.pool_size)
+    os.environ[LEVERS_ENV] = json.dumps({"orjson": args.orjson, "caches": args.caches})
+
+    import uvicorn
+
+    uvicorn.run(
+        "tests.bench.serve:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers if args.workers > 1 else None,
+        loop=args.loop,
+        http=args.http,
+        log_level="info",
+        access_log=not args.no_access_log,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()
