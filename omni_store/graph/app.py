@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -38,6 +39,14 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.db = db
         self.jwt_secret = jwt_secret
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return super().decode_json(data)
+        except UnicodeDecodeError as error:
+            # Strawberry answers JSONDecodeError with 400; bytes that are not UTF-8 are the
+            # same kind of client mistake (json.loads raises UnicodeDecodeError for them).
+            raise json.JSONDecodeError("request body is not UTF-8", "", error.start) from None
 
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
         principal, auth_error = None, None

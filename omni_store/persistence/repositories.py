@@ -220,12 +220,12 @@ async def _keyset_page(
     request.check()
     after = (
         decode_cursor(request.after, kind=ks.kind, scope=scope_id, field="after")
-        if request.after
+        if request.after is not None
         else None
     )
     before = (
         decode_cursor(request.before, kind=ks.kind, scope=scope_id, field="before")
-        if request.before
+        if request.before is not None
         else None
     )
     bounds = [*scope]

@@ -270,11 +270,8 @@ async def test_cursors_of_other_connections_and_garbage_are_refused(gql: GraphQL
     timeline_cursor = stored["messageEdge"]["cursor"]
 
     for cursor in (list_cursor, account_cursor, "garbage", "", "e30"):
+        # An empty string is not a cursor either (no cursor is null).
         body = await gql(TIMELINE, {"id": conversation, "after": cursor})
-        if cursor == "":
-            # An empty cursor is no cursor at all.
-            assert data_of(body, "conversation")["messages"]["edges"] != []
-            continue
         refused(
             body, ["conversation", "messages"], "after: Not a cursor of this connection.",
             "after", "INVALID",
