@@ -16,7 +16,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Integer,
-    Select,
     Table,
     exists,
     func,
@@ -184,16 +183,19 @@ class _Keyset:
     def key(self, row: Any) -> Keyset:
         return getattr(row, self.at.name), getattr(row, self.id.name)
 
-    def _cmp(self, keyset: Keyset, later: bool) -> ColumnElement[bool]:
+    def _cmp(self, keyset: Keyset, *, later: bool, inclusive: bool) -> ColumnElement[bool]:
+        # One row comparison: PostgreSQL turns it into an index range on (at, id).
         left = tuple_(self.at, self.id)
         right = tuple_(literal(keyset[0], TimestampTZ), literal(keyset[1], BigInteger))
-        return left > right if later != self.descending else left < right
+        if later != self.descending:
+            return left >= right if inclusive else left > right
+        return left <= right if inclusive else left < right
 
-    def later_than(self, keyset: Keyset) -> ColumnElement[bool]:
-        return self._cmp(keyset, later=True)
+    def later_than(self, keyset: Keyset, *, inclusive: bool = False) -> ColumnElement[bool]:
+        return self._cmp(keyset, later=True, inclusive=inclusive)
 
-    def earlier_than(self, keyset: Keyset) -> ColumnElement[bool]:
-        return self._cmp(keyset, later=False)
+    def earlier_than(self, keyset: Keyset, *, inclusive: bool = False) -> ColumnElement[bool]:
+        return self._cmp(keyset, later=False, inclusive=inclusive)
 
     def order(self, forward: bool, source: Any = None) -> list[Any]:
         """ORDER BY of a page read forward or backward, on the table or a subquery of it."""
@@ -216,7 +218,8 @@ async def _keyset_page(
     scope_id: int | None,
 ) -> Page[R]:
     """One statement per page, whatever its size: the page and, when a cursor is given, whether
-    anything lies beyond the cursor on the other side (Relay's exact hasPrevious/hasNextPage)."""
+    anything lies beyond the cursor on the other side (Relay's exact hasPrevious/hasNextPage).
+    A page that comes back empty after a cursor costs a second, one-row statement."""
     request.check()
     after = (
         decode_cursor(request.after, kind=ks.kind, scope=scope_id, field="after")
@@ -237,27 +240,25 @@ async def _keyset_page(
     forward = request.forward
     page = select(*columns).where(*bounds).order_by(*ks.order(forward)).limit(size + 1)
 
-    # The cursor on the side we came from: is anything there (the cursor's row included)?
+    # The cursor on the side we came from: is anything there (its own row included)? Asked
+    # once per statement (an InitPlan) as a column of the page itself; only an empty page
+    # needs a statement of its own to ask it.
     behind = after if forward else before
+    beyond_cursor = False
     if behind is None:
         rows = list(await uow.execute(page))
-        beyond_cursor = False
     else:
-        side = ks.earlier_than(behind) if forward else ks.later_than(behind)
-        at_cursor = tuple_(ks.at, ks.id) == tuple_(
-            literal(behind[0], TimestampTZ), literal(behind[1], BigInteger)
+        side = (
+            ks.earlier_than(behind, inclusive=True)
+            if forward
+            else ks.later_than(behind, inclusive=True)
         )
-        flag = exists(select(literal(1)).select_from(ks.table).where(*scope, side | at_cursor))
-        sub = page.subquery("page")
-        one = select(literal(1).label("one")).subquery("one")
-        wrapped: Select[Any] = (
-            select(*sub.c, flag.label("beyond_cursor"))
-            .select_from(one.outerjoin(sub, true()))
-            .order_by(*ks.order(forward, sub))
-        )
-        result = list(await uow.execute(wrapped))
-        beyond_cursor = bool(result[0].beyond_cursor)
-        rows = [r for r in result if r.id is not None]
+        probe = exists(select(literal(1)).select_from(ks.table).where(*scope, side))
+        rows = list(await uow.execute(page.add_columns(probe.label("beyond_cursor"))))
+        if rows:
+            beyond_cursor = bool(rows[0].beyond_cursor)
+        else:
+            beyond_cursor = bool((await uow.execute(select(probe))).scalar_one())
 
     overflow = len(rows) > size
     rows = rows[:size]

@@ -24,16 +24,6 @@ CONTACTS = 1_500
 CONVERSATIONS = 3_000
 MESSAGES = 60_000
 
-# Known: a page read after a cursor wraps the keyset page in an outer query that re-sorts it
-# (a Sort node over the page's rows) and probes "anything before the cursor?" with
-# `(key) < cursor OR (key) = cursor` (a BitmapOr on the unfiltered list). Strict: the marker
-# must go when _keyset_page is fixed (see the benchmark notes in the README).
-CURSOR_PAGES_RESORT = pytest.mark.xfail(
-    reason="_keyset_page re-sorts a page read after a cursor (Sort node) and probes the "
-    "cursor's side with an OR of row comparisons (Seq Scan or BitmapOr)",
-    strict=True,
-)
-
 
 async def _make_data_set(engine: AsyncEngine, tenant: uuid.UUID) -> tuple[int, int]:
     """A moderate data set for one tenant, in a handful of set-based statements."""
@@ -175,7 +165,7 @@ def test_first_pages_use_their_index_without_sort_or_seq_scan(
     _check(planned[name])
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=CURSOR_PAGES_RESORT) for n in CURSOR_PAGES])
+@pytest.mark.parametrize("name", CURSOR_PAGES)
 def test_pages_after_a_cursor_use_their_index_without_sort_or_seq_scan(
     planned: dict[str, Case], name: str
 ) -> None:
