@@ -51,8 +51,14 @@ class Context:
             return self._uow
 
     async def close(self) -> None:
-        await self._stack.aclose()
-        self._uow = None
+        """End the read transaction, once no loader is in the middle of a statement on it."""
+        async with self._lock:
+            uow, self._uow = self._uow, None
+            if uow is None:
+                await self._stack.aclose()
+                return
+            async with uow.exclusive():
+                await self._stack.aclose()
 
 
 Info = StrawberryInfo[Context, None]

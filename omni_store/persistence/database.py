@@ -81,6 +81,13 @@ class UnitOfWork:
             self.statements += 1
             return await self._connection.execute(statement, parameters)  # type: ignore[arg-type]
 
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """No statement runs while this is held: ending the transaction inside it cannot cut
+        a statement of another task (a dataloader) in half."""
+        async with self._lock:
+            yield
+
     # Repositories are built here so that none can exist without a tenant.
     @property
     def channel_accounts(self) -> ChannelAccountRepository:
