@@ -230,7 +230,8 @@ async def test_walking_backward_while_late_and_new_messages_arrive(gql: GraphQLC
 
 def refused(body: dict[str, Any], path: list[str], message: str, field: str, reason: str) -> None:
     assert body["data"] == ({path[0]: None} if len(path) > 1 else None), body
-    assert [{k: v for k, v in e.items() if k != "locations"} for e in body["errors"]] == [
+    errors = [{k: v for k, v in e.items() if k != "locations"} for e in body["errors"]]
+    assert errors == [
         {
             "message": message,
             "path": path,
