@@ -41,7 +41,8 @@ def database_url() -> Iterator[str]:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """The owner's engine: migrations, row counts, fault injection. Bypasses row-level
     security (superuser); never what the service connects as."""
-    engine = create_engine(database_url, pool_size=5)
+    # Setup work (migrations, bulk data sets) is not under the service's statement timeout.
+    engine = create_engine(database_url, pool_size=5, statement_timeout_ms=0)
     await upgrade(engine)
     await enable_app_login(engine)
     yield engine
