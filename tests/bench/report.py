@@ -7,7 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-TARGET_NAMES = {"service": "service", "raw": "raw SQL", "peer": "PostGraphile 4"}
+TARGET_NAMES = {
+    "service": "service",
+    "lever": "service + lever",
+    "raw": "raw SQL",
+    "peer": "PostGraphile 4",
+}
 WORKLOAD_NAMES = {
     "timeline": "timeline page (first: 50, then by cursor)",
     "conversations": "conversation list (first: 25)",
@@ -51,15 +56,46 @@ def _statements(results: dict[str, Any], workload: str) -> str:
     return f"{mean:.1f}{spread}"
 
 
+def cpu_ms(summary: dict[str, Any], target: str) -> tuple[float | None, float | None]:
+    """CPU milliseconds per request: of the target's own process (for raw SQL: the asyncpg
+    client, this process) and of PostgreSQL. Unlike throughput, these hardly move when other
+    work shares the machine."""
+    cpu = summary.get("cpu") or {}
+    rps = summary["all"]["rps"]
+    if not rps:
+        return None, None
+    own = cpu.get("driver") if target == "raw" else cpu.get("server")
+    pg = cpu.get("postgres")
+    return (
+        None if own is None else own * 1000 / rps,
+        None if pg is None else pg * 1000 / rps,
+    )
+
+
+def _cpu(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def efficiency(by_target: dict[str, Any], a: str, b: str) -> float | None:
+    """How many requests ``a`` serves per CPU-second of (its process + PostgreSQL), relative to
+    ``b``: the throughput ratio the two would have on a machine of their own."""
+    ca = cpu_ms(by_target[a], a)
+    cb = cpu_ms(by_target[b], b)
+    if None in ca or None in cb:
+        return None
+    return (cb[0] + cb[1]) / (ca[0] + ca[1])  # type: ignore[operator]
+
+
 def summary_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "| Workload | Target | req/s | p50 ms | p95 ms | p99 ms | errors "
-        "| SQL statements / request | service ÷ raw | service ÷ peer |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| SQL statements / request | CPU ms / request: own + PostgreSQL "
+        "| service ÷ raw | service ÷ peer |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for workload, by_target in results["runs"].items():
         service = by_target.get("service", {}).get("all")
-        for target in ("service", "raw", "peer"):
+        for target in ("service", "lever", "raw", "peer"):
             if target not in by_target:
                 continue
             a = by_target[target]["all"]
@@ -73,13 +109,16 @@ def summary_table(results: dict[str, Any]) -> list[str]:
                 statements = _statements(results, workload)
             elif target == "raw":
                 statements = _statements(results, workload)
+            elif target == "lever" and service:
+                vs_raw = f"lever ÷ service: {_x(_ratio(a['rps'], service['rps']))}"
             name = (
                 WORKLOAD_NAMES.get(workload, workload) if target == "service" or not service else ""
             )
+            own, pg = cpu_ms(by_target[target], target)
             lines.append(
                 f"| {name} | {TARGET_NAMES[target]} | {a['rps']:,.0f} | {_ms(a['p50'])} "
                 f"| {_ms(a['p95'])} | {_ms(a['p99'])} | {a['errors']} | {statements} "
-                f"| {vs_raw} | {vs_peer} |"
+                f"| {_cpu(own)} + {_cpu(pg)} | {vs_raw} | {vs_peer} |"
             )
     return lines
 
@@ -92,7 +131,7 @@ def kinds_table(results: dict[str, Any]) -> list[str]:
     for workload in ("persist_new", "mixed"):
         for target, summary in results["runs"].get(workload, {}).items():
             for kind, s in summary.items():
-                if kind in ("all", "cpu", "peak_rss_mb", "first_errors"):
+                if kind in ("all", "cpu", "peak_rss_mb", "first_errors", "repeats_rps"):
                     continue
                 lines.append(
                     f"| {workload} | {kind} | {TARGET_NAMES[target]} | {s['rps']:,.0f} "
@@ -116,7 +155,8 @@ def targets(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[st
             ratio = _ratio(s["rps"], p["rps"])
             row(
                 f"{workload}: throughput ≥ peer's",
-                f"{s['rps']:,.0f} vs {p['rps']:,.0f} req/s = {_x(ratio)}",
+                f"{s['rps']:,.0f} vs {p['rps']:,.0f} req/s = {_x(ratio)}; per CPU-second "
+                f"(own + PostgreSQL): {_x(efficiency(r, 'service', 'peer'))}",
                 ratio is not None and ratio >= 1,
             )
             row(
@@ -130,7 +170,8 @@ def targets(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[st
         row(
             "persistMessage (new): throughput ≥ 0.5 × raw SQL of the same writes",
             f"{r['service']['all']['rps']:,.0f} vs {r['raw']['all']['rps']:,.0f} req/s "
-            f"= {_x(ratio)}",
+            f"= {_x(ratio)}; per CPU-second (own + PostgreSQL): "
+            f"{_x(efficiency(r, 'service', 'raw'))}",
             ratio is not None and ratio >= 0.5,
         )
     if baseline and baseline.get("scale") != results.get("scale"):
@@ -148,15 +189,20 @@ def targets(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[st
         values = {int(k): v for k, v in sizes.items()}
         constant = len({round(v, 3) for v in values.values()}) == 1
         measured = ", ".join(f"{k}: {v:g}" for k, v in sorted(values.items()))
-        row(f"{label}: constant statements per request whatever the page size", measured, constant)
+        row(
+            f"{label}: constant SQL statements per request whatever the page size (most per "
+            "request, by page size)",
+            measured,
+            constant,
+        )
     return lines
 
 
 def resources(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| Workload | Target | CPU: server (cores) | CPU: PostgreSQL | CPU: load driver "
-        "| peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|",
+        "| Workload | Target | req/s of each repeat | CPU: server (cores) | CPU: PostgreSQL "
+        "| CPU: load driver | CPU: other work on the machine | peak RSS MiB |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
 
     def cores(v: float | None) -> str:
@@ -166,10 +212,11 @@ def resources(results: dict[str, Any]) -> list[str]:
         for target, s in by_target.items():
             cpu = s.get("cpu", {})
             rss = s.get("peak_rss_mb")
+            repeats = ", ".join(f"{r:,.0f}" for r in s.get("repeats_rps", []))
             lines.append(
-                f"| {workload} | {TARGET_NAMES[target]} | {cores(cpu.get('server'))} "
+                f"| {workload} | {TARGET_NAMES[target]} | {repeats} | {cores(cpu.get('server'))} "
                 f"| {cores(cpu.get('postgres'))} | {cores(cpu.get('driver'))} "
-                f"| {'–' if rss is None else f'{rss:,.0f}'} |"
+                f"| {cores(cpu.get('other'))} | {'–' if rss is None else f'{rss:,.0f}'} |"
             )
     return lines
 
@@ -201,7 +248,8 @@ def markdown(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         f"pool of {env['pool_size']}. Load: {env['concurrency']} concurrent clients "
         f"(keep-alive HTTP/1.1 on 127.0.0.1, driver on {env['driver_loop']}), "
         f"{env['duration']:g} s measured after {env['warmup']:g} s of warm-up per run, "
-        "everything on the same machine.",
+        f"targets alternating, best of {env.get('repeat', 1)} per workload and target; "
+        'everything on the same machine (see "other" CPU below for work that was not ours).',
         "",
         f"Data: {counts['channel_accounts']} channel accounts of 10 tenants, "
         f"{counts['contacts']:,} contacts, {counts['conversations']:,} conversations, "
@@ -222,6 +270,12 @@ def markdown(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
             )
         )
         lines.append("")
+    if results.get("lever_command"):
+        lines += [
+            f"Lever: `{results['lever_command']}` against `{results['service_command']}`, "
+            "side by side.",
+            "",
+        ]
     lines += ["## Against the targets", "", *targets(results, baseline), ""]
     lines += ["## By request kind", "", *kinds_table(results), ""]
     lines += ["## CPU and memory per run", "", *resources(results), ""]
@@ -280,3 +334,74 @@ def write_report(results: dict[str, Any], directory: Path, stem: str) -> list[Pa
     png_path = directory / f"{stem}.png"
     chart(results, png_path)
     return [md_path, png_path, json_path]
+
+
+SCALES = ("100k", "1M", "10M")
+
+
+def _rps(summary: dict[str, Any] | None) -> str:
+    return "–" if not summary else f"{summary['rps']:,.0f}"
+
+
+def condensed(results: dict[str, Any]) -> list[str]:
+    """One row per workload: the service against the limit and the peer."""
+    lines = [
+        "| Workload | service req/s | p50 / p95 / p99 ms | raw SQL req/s | PostGraphile req/s "
+        "| service ÷ raw | service ÷ peer (per CPU-s) | SQL statements / request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload, by_target in results["runs"].items():
+        s = by_target.get("service", {}).get("all")
+        if not s:
+            continue
+        raw = by_target.get("raw", {}).get("all")
+        peer = by_target.get("peer", {}).get("all")
+        vs_peer = "–"
+        if peer:
+            vs_peer = (
+                f"{_x(_ratio(s['rps'], peer['rps']))} "
+                f"({_x(efficiency(by_target, 'service', 'peer'))})"
+            )
+        lines.append(
+            f"| {workload} | {s['rps']:,.0f} | {_ms(s['p50'])} / {_ms(s['p95'])} / "
+            f"{_ms(s['p99'])} | {_rps(raw)} | {_rps(peer)} "
+            f"| {_x(_ratio(s['rps'], raw['rps'])) if raw else '–'} | {vs_peer} "
+            f"| {_statements(results, workload)} |"
+        )
+    return lines
+
+
+def readme_section(directory: Path) -> str:
+    """The latest table of each scale, for the README's Benchmarks section."""
+    out = []
+    for scale in SCALES:
+        path = directory / f"{scale}.json"
+        if not path.exists():
+            continue
+        results = json.loads(path.read_text())
+        env = results["environment"]
+        out += [
+            f"**{scale} messages** — {env['date']}, commit `{env['commit']}`, {env['cpu']}, "
+            f"{env['cores']} cores, {env['memory_gib']} GiB; PostgreSQL {env['postgresql']}; "
+            f"{env['concurrency']} clients, {env['duration']:g} s per run, best of "
+            f"{env.get('repeat', 1)}; peak RSS of the service "
+            f"{results.get('service_peak_rss_mb', 0):,.0f} MiB "
+            f"(PostGraphile {results.get('peer_peak_rss_mb', 0):,.0f} MiB). "
+            f"Full table: `tests/bench/results/{scale}.md`.",
+            "",
+            *condensed(results),
+            "",
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    here = Path(__file__).resolve().parent / "results"
+    if sys.argv[1:] == ["--readme"]:
+        print(readme_section(here))
+    else:
+        for stem in sys.argv[1:]:
+            results = json.loads((here / f"{stem}.json").read_text())
+            print([str(p) for p in write_report(results, here, stem)])
