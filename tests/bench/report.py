@@ -180,9 +180,15 @@ def targets(results: dict[str, Any], baseline: dict[str, Any] | None) -> list[st
             then = baseline["runs"].get(workload, {}).get("service", {}).get("all")
             if now and then:
                 ratio = _ratio(now["p50"], then["p50"])
+                own_now = cpu_ms(runs[workload]["service"], "service")
+                own_then = cpu_ms(baseline["runs"][workload]["service"], "service")
+                cpu_ratio = None
+                if None not in own_now and None not in own_then:
+                    cpu_ratio = (own_now[0] + own_now[1]) / (own_then[0] + own_then[1])  # type: ignore[operator]
                 row(
                     f"{workload}: p50 at {results['scale']} ≤ 1.2 × p50 at {baseline['scale']}",
-                    f"{_ms(now['p50'])} vs {_ms(then['p50'])} ms = {_x(ratio)}",
+                    f"{_ms(now['p50'])} vs {_ms(then['p50'])} ms = {_x(ratio)}; CPU per "
+                    f"request (service + PostgreSQL): {_x(cpu_ratio)}",
                     ratio is not None and ratio <= 1.2,
                 )
     for label, sizes in results.get("statements_by_page_size", {}).items():
