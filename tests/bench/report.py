@@ -401,12 +401,43 @@ def readme_section(directory: Path) -> str:
     return "\n".join(out)
 
 
+def levers_table(directory: Path, scale: str) -> str:
+    """Every A/B lever run of a scale (results/<scale>-lever-*.json), one row per workload."""
+    lines = [
+        f"# Service levers at {scale} messages, each against the default service side by side",
+        "",
+        "| Lever | Workload | default req/s | with lever req/s | gain | default CPU ms/req "
+        "| with lever CPU ms/req | p99 default → lever ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for path in sorted(directory.glob(f"{scale}-lever-*.json")):
+        results = json.loads(path.read_text())
+        name = results.get("label", path.stem).removeprefix("lever-")
+        for workload, by_target in results["runs"].items():
+            if "service" not in by_target or "lever" not in by_target:
+                continue
+            a, b = by_target["service"], by_target["lever"]
+            ca, cb = cpu_ms(a, "service"), cpu_ms(b, "lever")
+            command = results.get("lever_command", "").removeprefix("python -m tests.bench.serve ")
+            lines.append(
+                f"| {name} (`{command}`) "
+                f"| {workload} | {a['all']['rps']:,.0f} | {b['all']['rps']:,.0f} "
+                f"| {_x(_ratio(b['all']['rps'], a['all']['rps']))} | {_cpu(ca[0])} "
+                f"| {_cpu(cb[0])} | {_ms(a['all']['p99'])} → {_ms(b['all']['p99'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     import sys
 
     here = Path(__file__).resolve().parent / "results"
     if sys.argv[1:] == ["--readme"]:
         print(readme_section(here))
+    elif sys.argv[1:2] == ["--levers"]:
+        scale = sys.argv[2]
+        (here / f"levers-{scale}.md").write_text(levers_table(here, scale))
+        print(levers_table(here, scale))
     else:
         for stem in sys.argv[1:]:
             results = json.loads((here / f"{stem}.json").read_text())
