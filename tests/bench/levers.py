@@ -2,16 +2,17 @@
 
     python -m tests.bench.levers --messages 1M keyset
 
-``keyset``: a page read after a cursor. Today ``_keyset_page`` (persistence/repositories.py)
-wraps the page in ``SELECT page.*, EXISTS(... (key) <op> cursor OR (key) = cursor) FROM
-(SELECT 1) one LEFT JOIN (page) ON true ORDER BY page.key``: a Sort node over the page, and an
-OR of row comparisons that the planner answers with a Seq Scan or a BitmapOr over every row on
-the cursor's side. The proposal reads the page straight from its index with the flag as an
-uncorrelated scalar subquery (an InitPlan, computed once) using one inclusive row comparison
-(``(key) <= cursor``: a single index range that stops at the first row); only an empty page
-(a cursor at the very end) needs a second statement for the flag. Both run here as
-``omni_app`` inside a transaction with ``app.tenant_id`` set, exactly as the service runs them,
-on the same cursors: pages 2, and cursors in the middle of the connection ("deep").
+``keyset``: a page read after a cursor. Until c48df17, ``_keyset_page``
+(persistence/repositories.py) wrapped the page in ``SELECT page.*, EXISTS(... (key) <op>
+cursor OR (key) = cursor) FROM (SELECT 1) one LEFT JOIN (page) ON true ORDER BY page.key``: a
+Sort node over the page, and an OR of row comparisons that the planner may answer with a Seq
+Scan or a BitmapOr over every row on the cursor's side. Since c48df17 it reads the page
+straight from its index with the flag as an uncorrelated scalar subquery (an InitPlan,
+computed once) on one inclusive row comparison (``(key) <= cursor``: a single index range that
+stops at the first row); only an empty page needs a second statement for the flag. This
+measures the two shapes against each other ("before" and "after"), as ``omni_app`` inside a
+transaction with ``app.tenant_id`` set, exactly as the service runs them, on the same cursors:
+page 2, and cursors in the middle of the connection ("deep").
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ CONVERSATION_COLUMNS = (
     "last_message_at, created_at"
 )
 
-# Today's shape (as _keyset_page renders it, column lists aside).
-TIMELINE_NOW = f"""
+# The shape before c48df17 (as _keyset_page rendered it, column lists aside).
+TIMELINE_BEFORE = f"""
 SELECT page.*, EXISTS (
     SELECT 1 FROM messages WHERE tenant_id = $1 AND conversation_id = $2
       AND ((channel_timestamp, id) < ($3, $4) OR (channel_timestamp, id) = ($3, $4))
@@ -53,7 +54,7 @@ FROM (SELECT 1 AS one) AS one LEFT OUTER JOIN (
 ) AS page ON true
 ORDER BY page.channel_timestamp ASC, page.id ASC"""
 
-TIMELINE_PROPOSED = f"""
+TIMELINE_AFTER = f"""
 SELECT {MESSAGE_COLUMNS}, (SELECT EXISTS (
     SELECT 1 FROM messages WHERE tenant_id = $1 AND conversation_id = $2
       AND (channel_timestamp, id) <= ($3, $4))) AS beyond_cursor
@@ -61,7 +62,7 @@ FROM messages
 WHERE tenant_id = $1 AND conversation_id = $2 AND (channel_timestamp, id) > ($3, $4)
 ORDER BY channel_timestamp ASC, id ASC LIMIT 51"""
 
-LIST_NOW = f"""
+LIST_BEFORE = f"""
 SELECT page.*, EXISTS (
     SELECT 1 FROM conversations WHERE tenant_id = $1
       AND ((last_message_at, id) > ($2, $3) OR (last_message_at, id) = ($2, $3))
@@ -73,7 +74,7 @@ FROM (SELECT 1 AS one) AS one LEFT OUTER JOIN (
 ) AS page ON true
 ORDER BY page.last_message_at DESC, page.id DESC"""
 
-LIST_PROPOSED = f"""
+LIST_AFTER = f"""
 SELECT {CONVERSATION_COLUMNS}, (SELECT EXISTS (
     SELECT 1 FROM conversations WHERE tenant_id = $1
       AND (last_message_at, id) >= ($2, $3))) AS beyond_cursor
@@ -166,10 +167,10 @@ async def keyset(owner_url: str, app_url: str, seconds: float, concurrency: int)
     try:
         async with pool.acquire() as c, c.transaction():
             for name, sql, cases in (
-                ("timeline, now", TIMELINE_NOW, timeline["page 2"]),
-                ("timeline, proposed", TIMELINE_PROPOSED, timeline["page 2"]),
-                ("list, now", LIST_NOW, lists["page 2"]),
-                ("list, proposed", LIST_PROPOSED, lists["page 2"]),
+                ("timeline, before", TIMELINE_BEFORE, timeline["page 2"]),
+                ("timeline, after", TIMELINE_AFTER, timeline["page 2"]),
+                ("list, before", LIST_BEFORE, lists["page 2"]),
+                ("list, after", LIST_AFTER, lists["page 2"]),
             ):
                 await c.execute("SELECT set_config('app.tenant_id', $1, true)", str(cases[0][0]))
                 plan = json.loads(await c.fetchval("EXPLAIN (FORMAT JSON) " + sql, *cases[0]))
@@ -179,8 +180,8 @@ async def keyset(owner_url: str, app_url: str, seconds: float, concurrency: int)
         # Same rows, same order, same flag, on every cursor.
         async with pool.acquire() as c:
             for sqls, sets in (
-                ((TIMELINE_NOW, TIMELINE_PROPOSED), timeline),
-                ((LIST_NOW, LIST_PROPOSED), lists),
+                ((TIMELINE_BEFORE, TIMELINE_AFTER), timeline),
+                ((LIST_BEFORE, LIST_AFTER), lists),
             ):
                 for cases in sets.values():
                     for case in cases:
@@ -191,11 +192,11 @@ async def keyset(owner_url: str, app_url: str, seconds: float, concurrency: int)
                             now = [tuple(r) for r in await c.fetch(sqls[0], *case)]
                             proposed = [tuple(r) for r in await c.fetch(sqls[1], *case)]
                         if now != proposed:
-                            raise SystemExit(f"the proposal differs on {case}")
-        print("same rows and flags as today on every cursor", flush=True)
+                            raise SystemExit(f"before and after differ on {case}")
+        print("same rows and flags before and after on every cursor", flush=True)
         for what, sqls, sets in (
-            ("timeline", (TIMELINE_NOW, TIMELINE_PROPOSED), timeline),
-            ("conversation list", (LIST_NOW, LIST_PROPOSED), lists),
+            ("timeline", (TIMELINE_BEFORE, TIMELINE_AFTER), timeline),
+            ("conversation list", (LIST_BEFORE, LIST_AFTER), lists),
         ):
             for depth, cases in sets.items():
                 if not cases:
@@ -204,8 +205,8 @@ async def keyset(owner_url: str, app_url: str, seconds: float, concurrency: int)
                 proposed = await timed(pool, sqls[1], cases, seconds, concurrency)
                 print(
                     f"{what}, cursor at {depth} ({len(cases)} cursors): "
-                    f"now {now['rps']:,.0f}/s p50 {now['p50_ms']:.2f} ms p99 "
-                    f"{now['p99_ms']:.2f} ms; proposed {proposed['rps']:,.0f}/s p50 "
+                    f"before {now['rps']:,.0f}/s p50 {now['p50_ms']:.2f} ms p99 "
+                    f"{now['p99_ms']:.2f} ms; after {proposed['rps']:,.0f}/s p50 "
                     f"{proposed['p50_ms']:.2f} ms p99 {proposed['p99_ms']:.2f} ms; "
                     f"gain {proposed['rps'] / now['rps']:.2f}×",
                     flush=True,
