@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omni_store.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 DEMO_TENANT = uuid.UUID("00000000-0000-4000-8000-000000000001")
 SCHEMA_FILE = Path("schema.graphql")
@@ -135,12 +140,25 @@ async def _seed_demo(url: str) -> None:
         await db.dispose()
 
 
+def service_engine(url: str, settings: Settings) -> AsyncEngine:
+    """The engine the service serves with: pool and timeouts from the settings."""
+    from omni_store.persistence.database import create_engine
+
+    return create_engine(
+        url,
+        pool_size=settings.pool_size,
+        pool_timeout_seconds=settings.pool_timeout_seconds,
+        statement_timeout_ms=settings.statement_timeout_ms,
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from omni_store.graph.app import create_app
     from omni_store.graph.auth import ALL_SCOPES, mint_token
-    from omni_store.persistence.database import Database, create_engine
+    from omni_store.persistence.database import Database
 
     settings = Settings.from_env()
     owner_url, url = _database_urls(settings, keep_running=False)
@@ -159,19 +177,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
         f'    {{"Authorization": "Bearer {token}"}}\n',
         flush=True,
     )
-    engine = create_engine(
-        url,
-        pool_size=settings.pool_size,
-        pool_timeout_seconds=settings.pool_timeout_seconds,
-        statement_timeout_ms=settings.statement_timeout_ms,
-    )
     app = create_app(
-        Database(engine),
+        Database(service_engine(url, settings)),
         jwt_secret=secret,
         graphiql=settings.graphiql,
         introspection=settings.introspection,
     )
+    # uvicorn drains the requests in flight on SIGTERM, then raises the signal again once it
+    # is done: this handler makes that a clean exit (status 0), not a death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

@@ -14,6 +14,11 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -37,8 +42,11 @@ class Settings:
     embedded_data_dir: Path
     jwt_secret: str | None
     pool_size: int
-    pool_timeout_seconds: int
+    pool_timeout_seconds: float
+    """How long a request waits for a pooled connection before it fails with OVERLOADED."""
     statement_timeout_ms: int
+    connect_timeout_seconds: float
+    """How long opening a database connection may take before the request fails."""
     graphiql: bool
     introspection: bool
 
@@ -52,8 +60,9 @@ class Settings:
             embedded_data_dir=Path(data_dir) if data_dir else default_data_dir(),
             jwt_secret=os.environ.get("OMNI_STORE_JWT_SECRET") or None,
             pool_size=_int("OMNI_STORE_POOL_SIZE", 10),
-            pool_timeout_seconds=_int("OMNI_STORE_POOL_TIMEOUT_SECONDS", 5),
+            pool_timeout_seconds=_float("OMNI_STORE_POOL_TIMEOUT_SECONDS", 5),
             statement_timeout_ms=_int("OMNI_STORE_STATEMENT_TIMEOUT_MS", 5000),
+            connect_timeout_seconds=_float("OMNI_STORE_CONNECT_TIMEOUT_SECONDS", 5),
             graphiql=_bool("OMNI_STORE_GRAPHIQL", True),
             introspection=_bool("OMNI_STORE_INTROSPECTION", True),
         )

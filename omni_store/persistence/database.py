@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Executable, Result, text
+from sqlalchemy import Executable, Result, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from omni_store.persistence.repositories import (
@@ -46,22 +47,43 @@ def create_engine(
     pool_timeout_seconds: float = 5,
     statement_timeout_ms: int = 5000,
     application_name: str = "omni-store",
+    connect_timeout_seconds: float = 5,
 ) -> AsyncEngine:
-    return create_async_engine(
+    connect_args: dict[str, Any] = {
+        # asyncpg waits 60 s by default for a server that does not answer.
+        "timeout": connect_timeout_seconds,
+        "server_settings": {
+            "application_name": application_name,
+            "statement_timeout": str(statement_timeout_ms),
+            # A client that stalls mid-transaction must not hold locks for long.
+            "idle_in_transaction_session_timeout": str(max(statement_timeout_ms * 2, 10000)),
+        },
+    }
+    if statement_timeout_ms > 0:
+        # statement_timeout is the server's to enforce; a server that cannot answer at all
+        # (frozen, partitioned away) would leave the statement waiting for ever without this.
+        connect_args["command_timeout"] = statement_timeout_ms / 1000 + connect_timeout_seconds
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout_seconds,
+        # No ping per checkout (a round trip on the hottest path): connections the server
+        # closed are discarded at checkout below, and any other disconnect invalidates the
+        # whole pool on its first error (SQLAlchemy), so the service recovers by itself.
         pool_pre_ping=False,
-        connect_args={
-            "server_settings": {
-                "application_name": application_name,
-                "statement_timeout": str(statement_timeout_ms),
-                # A client that stalls mid-transaction must not hold locks for long.
-                "idle_in_transaction_session_timeout": str(max(statement_timeout_ms * 2, 10000)),
-            }
-        },
+        connect_args=connect_args,
     )
+    event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
+    return engine
+
+
+def _discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection whose server went away (restart, pg_terminate_backend, idle
+    timeout) is replaced at checkout instead of failing the request that drew it. It costs no
+    round trip: asyncpg already knows the socket was closed."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("connection closed by the server")
 
 
 class UnitOfWork:
