@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from asyncpg import exceptions as asyncpg_exc
 from graphql import GraphQLError
 from sqlalchemy import exc as sa_exc
 from strawberry.extensions import SchemaExtension
@@ -177,6 +178,14 @@ def transient_code(error: BaseException) -> str | None:
         # Connect refused or timed out (asyncpg raises these unwrapped), a statement that
         # got no answer within command_timeout, a reset socket.
         if isinstance(cause, TimeoutError | OSError):
+            return SERVICE_UNAVAILABLE
+        # The server's goodbye (FATAL 57P01) was read but not yet its closed socket: asyncpg
+        # waits for a ReadyForQuery that never comes, and refuses the next statement.
+        if isinstance(cause, asyncpg_exc.InternalClientError):
+            return SERVICE_UNAVAILABLE
+        # The connection was invalidated (a disconnect) in the middle of the transaction, and
+        # the transaction is then used again (the request's read scope closing).
+        if isinstance(cause, sa_exc.PendingRollbackError) and "Can't reconnect" in str(cause):
             return SERVICE_UNAVAILABLE
     return None
 
