@@ -21,7 +21,7 @@ from strawberry.types import ExecutionResult
 
 from omni_store.graph.auth import AuthError, authenticate
 from omni_store.graph.context import Context
-from omni_store.graph.errors import mask_escaped
+from omni_store.graph.errors import mask_escaped, overloaded
 from omni_store.graph.limits import MAX_BODY_BYTES, BodySizeLimit
 from omni_store.graph.schema import build_schema
 from omni_store.persistence.database import Database
@@ -31,7 +31,16 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    def __init__(self, db: Database, jwt_secret: str, *, graphiql: bool, introspection: bool):
+    def __init__(
+        self,
+        db: Database,
+        jwt_secret: str,
+        *,
+        graphiql: bool,
+        introspection: bool,
+        max_concurrent_operations: int | None = None,
+        admission_timeout_seconds: float | None = None,
+    ):
         super().__init__(
             build_schema(introspection=introspection),
             graphql_ide="graphiql" if graphiql else None,
@@ -39,6 +48,39 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.db = db
         self.jwt_secret = jwt_secret
+        # Admission: at most as many operations run as the pool has connections (each holds
+        # one at a time), and the others wait their turn in order, for at most the pool
+        # timeout. The pool's own queue is not fair under load (a newcomer can take a
+        # connection that was handed to a waiter), which let some requests wait past the
+        # pool timeout while connections were held for 0.1-0.7 s.
+        pool: Any = db.engine.pool
+        if max_concurrent_operations is None:
+            max_concurrent_operations = pool.size() if hasattr(pool, "size") else 10
+        if admission_timeout_seconds is None:
+            admission_timeout_seconds = float(pool.timeout()) if hasattr(pool, "timeout") else 5
+        self._slots = asyncio.Semaphore(max_concurrent_operations)
+        self._admission_timeout = admission_timeout_seconds
+
+    async def execute_operation(  # type: ignore[override]
+        self, request: Any, request_adapter: Any, request_data: Any, **kwargs: Any
+    ) -> Any:
+        """Run the operation once a slot is free (the request body has been read by then: a
+        slow client never holds a slot); OVERLOADED if none frees up in time."""
+        try:
+            async with asyncio.timeout(self._admission_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            request_id = request.scope.get("state", {}).get("request_id", "-")
+            return ExecutionResult(data=None, errors=[overloaded(request_id)])
+        try:
+            return await super().execute_operation(
+                request=request,
+                request_adapter=request_adapter,
+                request_data=request_data,
+                **kwargs,
+            )
+        finally:
+            self._slots.release()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -110,8 +152,19 @@ def create_app(
     introspection: bool = True,
     dispose_on_shutdown: bool = True,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_concurrent_operations: int | None = None,
+    admission_timeout_seconds: float | None = None,
 ) -> Starlette:
-    graphql = GraphQLApp(db, jwt_secret, graphiql=graphiql, introspection=introspection)
+    """``max_concurrent_operations`` defaults to the pool size and
+    ``admission_timeout_seconds`` to the pool timeout."""
+    graphql = GraphQLApp(
+        db,
+        jwt_secret,
+        graphiql=graphiql,
+        introspection=introspection,
+        max_concurrent_operations=max_concurrent_operations,
+        admission_timeout_seconds=admission_timeout_seconds,
+    )
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -214,6 +214,15 @@ def retryable_error(error: GraphQLError, request_id: str | None) -> GraphQLError
     )
 
 
+def overloaded(request_id: str | None) -> GraphQLError:
+    """No capacity for the request within the wait allowed: retry later."""
+    log.warning("%s before execution (request %s)", OVERLOADED, request_id)
+    return GraphQLError(
+        _MESSAGES[OVERLOADED],
+        extensions={"code": OVERLOADED, "retryable": True, "requestId": request_id},
+    )
+
+
 def mask_escaped(error: GraphQLError, request_id: str | None) -> GraphQLError:
     """An error that reached the response without passing :class:`MaskInternalErrors` (one
     raised while the operation's extensions were closing, e.g. the commit of the request's
