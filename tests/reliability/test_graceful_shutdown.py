@@ -1,0 +1,147 @@
+"""Graceful shutdown of ``omni-store serve``: on SIGTERM the service stops accepting new
+connections, finishes the requests in flight (their messages stored, their answers 200) and
+exits with status 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from omni_store.persistence.database import Database
+from omni_store.persistence.tenancy import TenantId
+from tests.factories import at, channel_account
+from tests.reliability.harness import (
+    PERSIST,
+    SECRET,
+    Event,
+    call,
+    fetch,
+    gated,
+    gid,
+    token,
+)
+
+IN_FLIGHT = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _refuses(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.fixture
+def served(database_url: str, service_url: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``omni-store serve`` in a subprocess on a free port of 127.0.0.1."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": service_url,
+        "OMNI_STORE_MIGRATION_DATABASE_URL": database_url,
+        "OMNI_STORE_JWT_SECRET": SECRET,
+    }
+    with tempfile.TemporaryDirectory(prefix="omni-store-serve-") as tmp:
+        log = Path(tmp) / "serve.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "omni_store.cli", "serve", "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            yield process, port
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            print(log.read_text()[-4000:])
+
+
+async def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        for _ in range(600):  # at most 30 s
+            assert process.poll() is None, "the service exited during start-up"
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("the service did not start")
+
+
+async def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(
+    served: tuple[subprocess.Popen[bytes], int], service: AsyncEngine, owner: AsyncEngine
+) -> None:
+    process, port = served
+    await _wait_ready(process, port)
+    tenant = TenantId(uuid.uuid4())
+    account = await channel_account(Database(service), tenant)
+    bearer = token(tenant)
+    events = [
+        Event(n, f"in-flight-{n}", account.id, "INBOUND", f"U{n}", f"T{n}", at(n))
+        for n in range(IN_FLIGHT)
+    ]
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client,
+        gated(owner, "messages", tenant) as gate,
+    ):
+        in_flight = [
+            asyncio.create_task(
+                call(client, bearer, PERSIST, {"input": e.input()}, field_name="persistMessage")
+            )
+            for e in events
+        ]
+        # All of them inside their transaction, held at the gate.
+        assert len(await gate.wait_for("omni-store", IN_FLIGHT)) == IN_FLIGHT
+
+        process.send_signal(signal.SIGTERM)
+        for _ in range(400):  # at most 10 s
+            if _refuses(port):
+                break
+            await asyncio.sleep(0.025)
+        assert _refuses(port), "still accepting connections after SIGTERM"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as late:
+            with pytest.raises(httpx.ConnectError):
+                await late.get("/healthz")
+        assert not any(task.done() for task in in_flight)
+        assert process.poll() is None  # waiting for the requests in flight
+
+        await gate.open()
+        outcomes = await asyncio.gather(*in_flight)
+
+    assert [(o.kind, o.detail) for o in outcomes] == [("ok", "")] * IN_FLIGHT
+    acked = {}
+    for event, outcome in zip(events, outcomes, strict=True):
+        assert outcome.body is not None
+        payload = outcome.body["data"]["persistMessage"]
+        assert payload["deduplicated"] is False
+        acked[event.key] = payload["message"]["id"]
+    stored = await fetch(
+        owner, "SELECT idempotency_key, id FROM messages WHERE tenant_id = :t", t=tenant
+    )
+    assert {r.idempotency_key: gid("Message", r.id) for r in stored} == acked
+
+    assert await asyncio.to_thread(process.wait, 30) == 0
