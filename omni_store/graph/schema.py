@@ -7,7 +7,12 @@ from collections.abc import Callable
 from typing import Annotated
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 
 from omni_store.graph.auth import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from omni_store.graph.context import Context, Info
@@ -36,6 +41,8 @@ from omni_store.graph.types import (
     PageSize,
     UserError,
     Viewer,
+    prefetch_conversations,
+    selected,
 )
 from omni_store.persistence import contract, service
 from omni_store.persistence.cursors import PageRequest
@@ -163,6 +170,12 @@ class Query:
             )
         except UserInputError as error:
             raise from_user_input(error) from None
+        await prefetch_conversations(
+            info,
+            page.items,
+            selected(info, "edges", "node"),
+            selected(info, "edges", "node", "lastMessage"),
+        )
         return ConversationConnection.of(page)
 
     @strawberry.field(description="One conversation by global ID; null if it does not exist.")
@@ -494,6 +507,9 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskInternalErrors(_request_id, hide_suggestions=not introspection),
+        # Clients send the same few documents over and over: validate each once. (Strawberry's
+        # ParserCache is left out: with it, a document over the token limit lost its code.)
+        lambda: ValidationCache(maxsize=256),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

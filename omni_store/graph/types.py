@@ -3,12 +3,15 @@ relations resolve (through the request's dataloaders)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField, Selection
 
 from omni_store.graph.context import Info
 from omni_store.graph.errors import from_user_input
@@ -311,17 +314,10 @@ class Message(Node):
     _row: strawberry.Private[records.Message]
 
     @strawberry.field(description="Who wrote it, with the name to render.")
-    async def sender(self, info: Info) -> Sender:
+    def sender(self, info: Info) -> Sender:
         row = self._row
         if row.sender_type == enums.SenderType.CONTACT and row.contact_id is not None:
-            contact = await info.context.loaders.contact_by_id.load(row.contact_id)
-            assert contact is not None
-            return Sender(
-                type=enums.SenderType.CONTACT,
-                id=strawberry.ID(to_global_id("Contact", contact.id)),
-                display_name=contact.display_name,
-                avatar_url=contact.avatar_url,
-            )
+            return info.context.loaders.contact_by_id.resolve(row.contact_id, _contact_sender)  # type: ignore[return-value]
         return Sender(
             type=enums.SenderType(row.sender_type),
             id=strawberry.ID(row.sender_external_id) if row.sender_external_id else None,
@@ -330,21 +326,22 @@ class Message(Node):
         )
 
     @strawberry.field(description="Attachment metadata, in order.")
-    async def attachments(self, info: Info) -> list[Attachment]:
-        rows = await info.context.loaders.attachments_by_message_id.load(self._row.id)
-        return [Attachment.of(a) for a in rows or []]
+    def attachments(self, info: Info) -> list[Attachment]:
+        return info.context.loaders.attachments_by_message_id.resolve(  # type: ignore[return-value]
+            self._row.id, lambda rows: [Attachment.of(a) for a in rows or []]
+        )
 
     @strawberry.field(description="The conversation it belongs to.")
-    async def conversation(self, info: Info) -> Conversation:
-        row = await info.context.loaders.conversation_by_id.load(self._row.conversation_id)
-        assert row is not None
-        return Conversation.of(row)
+    def conversation(self, info: Info) -> Conversation:
+        return info.context.loaders.conversation_by_id.resolve(  # type: ignore[return-value]
+            self._row.conversation_id, _required(Conversation.of)
+        )
 
     @strawberry.field(description="The channel account it was received on or sent from.")
-    async def channel_account(self, info: Info) -> ChannelAccount:
-        row = await info.context.loaders.channel_account_by_id.load(self._row.channel_account_id)
-        assert row is not None
-        return ChannelAccount.of(row)
+    def channel_account(self, info: Info) -> ChannelAccount:
+        return info.context.loaders.channel_account_by_id.resolve(  # type: ignore[return-value]
+            self._row.channel_account_id, _required(ChannelAccount.of)
+        )
 
     @classmethod
     def of(cls, row: records.Message) -> Message:
@@ -410,22 +407,24 @@ class Conversation(Node):
     _row: strawberry.Private[records.Conversation]
 
     @strawberry.field(description="The channel account of this conversation.")
-    async def channel_account(self, info: Info) -> ChannelAccount:
-        row = await info.context.loaders.channel_account_by_id.load(self._row.channel_account_id)
-        assert row is not None
-        return ChannelAccount.of(row)
+    def channel_account(self, info: Info) -> ChannelAccount:
+        return info.context.loaders.channel_account_by_id.resolve(  # type: ignore[return-value]
+            self._row.channel_account_id, _required(ChannelAccount.of)
+        )
 
     @strawberry.field(description="The customer of this conversation.")
-    async def contact(self, info: Info) -> Contact | None:
+    def contact(self, info: Info) -> Contact | None:
         if self._row.contact_id is None:
             return None
-        row = await info.context.loaders.contact_by_id.load(self._row.contact_id)
-        return None if row is None else Contact.of(row)
+        return info.context.loaders.contact_by_id.resolve(  # type: ignore[return-value]
+            self._row.contact_id, _optional(Contact.of)
+        )
 
     @strawberry.field(description="The latest message by channel time.")
-    async def last_message(self, info: Info) -> Message | None:
-        row = await info.context.loaders.last_message_by_conversation_id.load(self._row.id)
-        return None if row is None else Message.of(row)
+    def last_message(self, info: Info) -> Message | None:
+        return info.context.loaders.last_message_by_conversation_id.resolve(  # type: ignore[return-value]
+            self._row.id, _optional(Message.of)
+        )
 
     @strawberry.field(
         description="The timeline: chronological by channel time, keyset-paginated both ways "
@@ -446,6 +445,7 @@ class Conversation(Node):
             )
         except UserInputError as error:
             raise from_user_input(error) from None
+        await prefetch_messages(info, page.items, selected(info, "edges", "node"))
         return MessageConnection.of(page)
 
     @classmethod
@@ -517,3 +517,102 @@ class Viewer:
     scopes: list[str] = strawberry.field(
         description="What the token allows: inbox:read, messages:write, admin."
     )
+
+
+# --- resolving a page's relations in one batch each ----------------------------------------
+
+W = TypeVar("W")
+
+
+def _required(wrap: Callable[[Any], W]) -> Callable[[Any], W]:
+    def checked(row: Any) -> W:
+        assert row is not None, "a foreign key of the same tenant always resolves"
+        return wrap(row)
+
+    return checked
+
+
+def _optional(wrap: Callable[[Any], W]) -> Callable[[Any], W | None]:
+    return lambda row: None if row is None else wrap(row)
+
+
+def _contact_sender(contact: records.Contact | None) -> Sender:
+    assert contact is not None
+    return Sender(
+        type=enums.SenderType.CONTACT,
+        id=strawberry.ID(to_global_id("Contact", contact.id)),
+        display_name=contact.display_name,
+        avatar_url=contact.avatar_url,
+    )
+
+
+def _names(selections: Iterable[Selection], path: tuple[str, ...]) -> set[str]:
+    """Names of the fields selected at ``path`` below ``selections``, through fragments."""
+    names: set[str] = set()
+    for selection in selections:
+        if not isinstance(selection, SelectedField):
+            names |= _names(selection.selections, path)
+        elif not path:
+            names.add(selection.name)
+        elif selection.name == path[0]:
+            names |= _names(selection.selections, path[1:])
+    return names
+
+
+def selected(info: Info, *path: str) -> set[str]:
+    """Field names the client selected at ``path`` below the field being resolved."""
+    return _names(info.selected_fields, (info.selected_fields[0].name, *path))
+
+
+async def prefetch_messages(info: Info, rows: Sequence[records.Message], wanted: set[str]) -> None:
+    """Load what the selected relations of these messages need, one batch per kind, so that
+    each message's fields resolve from the loaders at once."""
+    loaders = info.context.loaders
+    jobs: list[Awaitable[Any]] = []
+    if "sender" in wanted:
+        contact_ids = {
+            r.contact_id
+            for r in rows
+            if r.sender_type == enums.SenderType.CONTACT and r.contact_id is not None
+        }
+        jobs.append(loaders.contact_by_id.load_many(sorted(contact_ids)))
+    if "attachments" in wanted:
+        jobs.append(loaders.attachments_by_message_id.load_many([r.id for r in rows]))
+    if "channelAccount" in wanted:
+        jobs.append(
+            loaders.channel_account_by_id.load_many(sorted({r.channel_account_id for r in rows}))
+        )
+    if "conversation" in wanted:
+        jobs.append(loaders.conversation_by_id.load_many(sorted({r.conversation_id for r in rows})))
+    if jobs:
+        await asyncio.gather(*jobs)
+
+
+async def prefetch_conversations(
+    info: Info, rows: Sequence[records.Conversation], wanted: set[str], last_message: set[str]
+) -> None:
+    """The same for a page of conversations, and for their last messages' relations."""
+    loaders = info.context.loaders
+    jobs: list[Awaitable[Any]] = []
+    if "contact" in wanted:
+        jobs.append(
+            loaders.contact_by_id.load_many(
+                sorted({r.contact_id for r in rows if r.contact_id is not None})
+            )
+        )
+    if "channelAccount" in wanted:
+        jobs.append(
+            loaders.channel_account_by_id.load_many(sorted({r.channel_account_id for r in rows}))
+        )
+    if "lastMessage" in wanted:
+        jobs.append(loaders.last_message_by_conversation_id.load_many([r.id for r in rows]))
+    if not jobs:
+        return
+    await asyncio.gather(*jobs)
+    if "lastMessage" in wanted and last_message:
+        latest = [
+            m
+            for m in await loaders.last_message_by_conversation_id.load_many([r.id for r in rows])
+            if m is not None
+        ]
+        await prefetch_messages(info, latest, last_message)
