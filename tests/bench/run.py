@@ -241,16 +241,20 @@ async def load_sample(url: str, seed: int, size: int) -> Sample:
         )
         timeline = [(r["tenant_id"], r["conversation_id"]) for r in rows]
         rng.shuffle(timeline)
-        pct = min(100.0, 100.0 * 4 * size / max(counts["conversations"], 1))
+        # Conversations by id drawn from the seed (not TABLESAMPLE: the writes of earlier runs
+        # move updated rows around the heap, which would change a block sample).
+        top = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM conversations"))
+        ids = rng.sample(range(1, top + 1), min(top, 4 * size))
         rows = await conn.fetch(
-            f"""
+            """
             SELECT c.tenant_id, c.id, c.channel_account_id, c.external_thread_id,
                    ct.external_user_id, ct.display_name
-            FROM conversations c TABLESAMPLE BERNOULLI ({pct:.6f}) REPEATABLE ({seed})
+            FROM conversations c
             JOIN contacts ct ON ct.tenant_id = c.tenant_id AND ct.id = c.contact_id
-            WHERE c.external_thread_id IS NOT NULL
+            WHERE c.id = ANY($1::bigint[]) AND c.external_thread_id IS NOT NULL
             ORDER BY c.tenant_id, c.id
-            """
+            """,
+            ids,
         )
         threads = [dict(r) for r in rows]
         rng.shuffle(threads)

@@ -17,7 +17,8 @@ that each one can be measured in isolation before it is made in omni_store/:
 - ``--workers N``: N uvicorn worker processes (each with its own pool of ``--pool-size``).
 - ``--pool-size N``: the SQLAlchemy pool (OMNI_STORE_POOL_SIZE).
 - ``--orjson``: encode GraphQL responses with orjson (GraphQLApp.encode_json).
-- ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema).
+- ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema), with
+  the depth and alias limiters' rule classes built once (else the validation cache misses).
 - ``--no-access-log``: uvicorn without its per-request access log line.
 """
 
@@ -47,8 +48,26 @@ def app_factory() -> Any:
     assert settings.jwt_secret, "OMNI_STORE_JWT_SECRET is required"
 
     if levers.get("caches"):
-        from strawberry.extensions import ParserCache, ValidationCache
+        from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
 
+        from omni_store.graph import schema as schema_module
+
+        # QueryDepthLimiter and MaxAliasesLimiter build a new rule class per instance, and
+        # build_schema makes an instance per request: the rule set, part of ValidationCache's
+        # key, would differ on every request and the cache would never hit. Built once here.
+        rules: dict[Any, Any] = {}
+
+        def stable(limiter: Any) -> Any:
+            def make(**kw: Any) -> Any:
+                key = (limiter, tuple(sorted(kw.items())))
+                if key not in rules:
+                    rules[key] = list(limiter(**kw).validation_rules)
+                return AddValidationRules(rules[key])
+
+            return make
+
+        schema_module.QueryDepthLimiter = stable(schema_module.QueryDepthLimiter)  # type: ignore[assignment]
+        schema_module.MaxAliasesLimiter = stable(schema_module.MaxAliasesLimiter)  # type: ignore[assignment]
         original = app_module.build_schema
 
         def build_schema_with_caches(**kw: Any) -> Any:
