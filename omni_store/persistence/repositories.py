@@ -17,7 +17,6 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Table,
-    exists,
     func,
     literal,
     literal_column,
@@ -253,7 +252,17 @@ async def _keyset_page(
             if forward
             else ks.later_than(behind, inclusive=True)
         )
-        probe = exists(select(literal(1)).select_from(ks.table).where(*scope, side))
+        # The nearest row behind the cursor, walking the index away from it: ordered so that
+        # only an index scan can answer it without a sort (a bare EXISTS let the planner pick
+        # a Seq Scan when one tenant held most of a table).
+        nearest = (
+            select(ks.id)
+            .where(*scope, side)
+            .order_by(*ks.order(not forward))
+            .limit(1)
+            .scalar_subquery()
+        )
+        probe = nearest.is_not(None)
         rows = list(await uow.execute(page.add_columns(probe.label("beyond_cursor"))))
         if rows:
             beyond_cursor = bool(rows[0].beyond_cursor)
