@@ -425,7 +425,31 @@ def levers_table(directory: Path, scale: str) -> str:
                 f"| {_x(_ratio(b['all']['rps'], a['all']['rps']))} | {_cpu(ca[0])} "
                 f"| {_cpu(cb[0])} | {_ms(a['all']['p99'])} → {_ms(b['all']['p99'])} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + LEVER_NOTES
+
+
+LEVER_NOTES = """\
+Each row is one A/B run (`python -m tests.bench.run --messages 1M --targets service,lever
+--workloads timeline,persist_new --duration 15 --repeat 2 --serve=<options>`): the default
+service and the service with the lever, both up, loaded alternately, best of 2. Throughput
+moved with other work on the shared machine (0.0–1.3 cores of it, see each run's CPU table in
+`1M-lever-<name>.md`); CPU milliseconds per request of the service process hardly did, so read
+that column first.
+
+- `caches-as-is` and `all-as-is`: Strawberry's ParserCache and ValidationCache added as they
+  are. The validation cache never hits: `build_schema` makes a QueryDepthLimiter and a
+  MaxAliasesLimiter per request, each builds a new rule class, and the rule set is part of the
+  cache key. `caches` and `all` build those rule classes once (tests/bench/serve.py shows how):
+  validation then hits on every repeated document. `all-workers2` ran with them built once
+  too. These ran on the code before 5c57425.
+- `stable-rules` (`--caches`: rule classes built once, plus ParserCache) and
+  `stable-rules-only` (`--stable-rules`: rule classes built once, nothing else) ran on 1c847a6,
+  whose build_schema already has a ValidationCache that, as it is, never hits (its key holds
+  the per-request rule classes: 0 hits in 22 requests in process; 21 of 22 with the classes
+  built once).
+- `workers2`: two uvicorn workers. With about one core of other work on the machine during
+  that run, the second worker had no core to run on; inconclusive here.
+"""
 
 
 if __name__ == "__main__":

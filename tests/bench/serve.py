@@ -16,6 +16,7 @@ that each one can be measured in isolation before it is made in omni_store/:
 - ``--loop uvloop --http httptools``: uvicorn's fast loop and parser (dependencies only).
 - ``--workers N``: N uvicorn worker processes (each with its own pool of ``--pool-size``).
 - ``--pool-size N``: the SQLAlchemy pool (OMNI_STORE_POOL_SIZE).
+- ``--stable-rules``: only the limiters' rule classes built once (see ``--caches``).
 - ``--orjson``: encode GraphQL responses with orjson (GraphQLApp.encode_json).
 - ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema), with
   the depth and alias limiters' rule classes built once (else the validation cache misses).
@@ -47,8 +48,8 @@ def app_factory() -> Any:
     assert settings.database_url, "DATABASE_URL is required"
     assert settings.jwt_secret, "OMNI_STORE_JWT_SECRET is required"
 
-    if levers.get("caches"):
-        from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
+    if levers.get("caches") or levers.get("stable_rules"):
+        from strawberry.extensions import AddValidationRules
 
         from omni_store.graph import schema as schema_module
 
@@ -68,6 +69,9 @@ def app_factory() -> Any:
 
         schema_module.QueryDepthLimiter = stable(schema_module.QueryDepthLimiter)  # type: ignore[assignment]
         schema_module.MaxAliasesLimiter = stable(schema_module.MaxAliasesLimiter)  # type: ignore[assignment]
+    if levers.get("caches"):
+        from strawberry.extensions import ParserCache, ValidationCache
+
         original = app_module.build_schema
 
         def build_schema_with_caches(**kw: Any) -> Any:
@@ -119,11 +123,19 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int)
     parser.add_argument("--orjson", action="store_true")
     parser.add_argument("--caches", action="store_true")
+    parser.add_argument(
+        "--stable-rules",
+        action="store_true",
+        help="only build the limiters' rule classes once (what --caches does besides adding the "
+        "caches): enough for a ValidationCache that build_schema already has",
+    )
     parser.add_argument("--no-access-log", action="store_true")
     args = parser.parse_args()
     if args.pool_size:
         os.environ["OMNI_STORE_POOL_SIZE"] = str(args.pool_size)
-    os.environ[LEVERS_ENV] = json.dumps({"orjson": args.orjson, "caches": args.caches})
+    os.environ[LEVERS_ENV] = json.dumps(
+        {"orjson": args.orjson, "caches": args.caches, "stable_rules": args.stable_rules}
+    )
 
     import uvicorn
 
