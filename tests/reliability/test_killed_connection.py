@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.database import Database
@@ -147,10 +149,20 @@ async def test_idle_pooled_connections_killed_by_the_server_are_replaced_silentl
     events = [
         Event(n, f"idle-{n}", account.id, "INBOUND", f"U{n}", f"T{n}", at(n)) for n in range(12)
     ]
+    pooled: list[Any] = []
+
+    def remember(dbapi_connection: Any, record: Any) -> None:
+        if dbapi_connection is not None:
+            pooled.append(dbapi_connection.driver_connection)
+
     async with asgi_client(app_for(service)) as client:
-        warm = await asyncio.gather(
-            *(call(client, bearer, PERSIST, {"input": e.input()}) for e in events[:6])
-        )
+        event.listen(service.sync_engine.pool, "checkin", remember)
+        try:
+            warm = await asyncio.gather(
+                *(call(client, bearer, PERSIST, {"input": e.input()}) for e in events[:6])
+            )
+        finally:
+            event.remove(service.sync_engine.pool, "checkin", remember)
         assert [o.kind for o in warm] == ["ok"] * 6
         idle = await fetch(
             owner,
@@ -170,6 +182,14 @@ async def test_idle_pooled_connections_killed_by_the_server_are_replaced_silentl
                 break
             await asyncio.sleep(0.025)
         assert left[0].n == 0
+        # Over TCP the client learns of each close a moment after the server forgot the
+        # backend (asyncpg first reads the server's FATAL message, then the EOF). "Killed long
+        # ago" is the scenario: wait (bounded) until the client has seen every close.
+        for _ in range(200):
+            if all(c.is_closed() for c in pooled):
+                break
+            await asyncio.sleep(0.025)
+        assert all(c.is_closed() for c in pooled)
 
         after = await asyncio.gather(
             *(call(client, bearer, PERSIST, {"input": e.input()}) for e in events[6:])
