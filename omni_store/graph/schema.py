@@ -8,6 +8,7 @@ from typing import Annotated
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -52,6 +53,7 @@ from omni_store.persistence.repositories import timeline_cursor
 MAX_NODES = 100
 MAX_DEPTH = 12
 MAX_ALIASES = 30
+VALIDATION_CACHE_SIZE = 256
 MAX_TOKENS = 5000
 
 
@@ -495,6 +497,14 @@ def _request_id(context: object) -> str | None:
     return context.request_id if isinstance(context, Context) else None
 
 
+# Built once: each limiter makes a new rule class when constructed, and the rules are part of
+# the validation cache's key, so per-request limiters would never hit the cache.
+_LIMIT_RULES = [
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+]
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     from strawberry.extensions import DisableIntrospection
 
@@ -503,13 +513,12 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     # Factories: each request gets fresh extension instances.
     extensions: list[object] = [
         CloseReadScope,
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules(_LIMIT_RULES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskInternalErrors(_request_id, hide_suggestions=not introspection),
         # Clients send the same few documents over and over: validate each once. (Strawberry's
         # ParserCache is left out: with it, a document over the token limit lost its code.)
-        lambda: ValidationCache(maxsize=256),
+        lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
