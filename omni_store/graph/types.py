@@ -152,6 +152,14 @@ class Node:
     id: strawberry.ID = strawberry.field(description="Opaque global ID.")
 
 
+E = TypeVar("E")
+
+
+def _edges(page: Page[Any], edge: Callable[..., E], node: Callable[[Any], Any]) -> list[E]:
+    """The edges of a page: each row as its GraphQL node, with its cursor."""
+    return [edge(cursor=c, node=node(r)) for r, c in zip(page.items, page.cursors, strict=True)]
+
+
 @strawberry.type(description="Relay page information; exact at both ends of a connection.")
 class PageInfo:
     has_next_page: bool = strawberry.field(description="More edges follow this page.")
@@ -379,10 +387,7 @@ class MessageConnection:
     @classmethod
     def of(cls, page: Page[records.Message]) -> MessageConnection:
         return cls(
-            edges=[
-                MessageEdge(cursor=c, node=Message.of(m))
-                for m, c in zip(page.items, page.cursors, strict=True)
-            ],
+            edges=_edges(page, MessageEdge, Message.of),
             page_info=PageInfo.of(page),  # type: ignore[arg-type]
         )
 
@@ -477,10 +482,7 @@ class ConversationConnection:
     @classmethod
     def of(cls, page: Page[records.Conversation]) -> ConversationConnection:
         return cls(
-            edges=[
-                ConversationEdge(cursor=c, node=Conversation.of(r))
-                for r, c in zip(page.items, page.cursors, strict=True)
-            ],
+            edges=_edges(page, ConversationEdge, Conversation.of),
             page_info=PageInfo.of(page),  # type: ignore[arg-type]
         )
 
@@ -501,10 +503,7 @@ class ChannelAccountConnection:
     @classmethod
     def of(cls, page: Page[records.ChannelAccount]) -> ChannelAccountConnection:
         return cls(
-            edges=[
-                ChannelAccountEdge(cursor=c, node=ChannelAccount.of(r))
-                for r, c in zip(page.items, page.cursors, strict=True)
-            ],
+            edges=_edges(page, ChannelAccountEdge, ChannelAccount.of),
             page_info=PageInfo.of(page),  # type: ignore[arg-type]
         )
 
