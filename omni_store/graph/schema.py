@@ -508,7 +508,7 @@ _LIMIT_RULES = [
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     from strawberry.extensions import DisableIntrospection
 
-    from omni_store.graph.extensions import CloseReadScope
+    from omni_store.graph.extensions import CachedParse, CloseReadScope
 
     # Factories: each request gets fresh extension instances.
     extensions: list[object] = [
@@ -516,8 +516,8 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: AddValidationRules(_LIMIT_RULES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaskInternalErrors(_request_id, hide_suggestions=not introspection),
-        # Clients send the same few documents over and over: validate each once. (Strawberry's
-        # ParserCache is left out: with it, a document over the token limit lost its code.)
+        # Clients send the same few documents over and over: parse and validate each once.
+        CachedParse,
         lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
     ]
     if not introspection:

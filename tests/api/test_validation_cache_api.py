@@ -1,4 +1,4 @@
-"""A document sent again is not validated again (validation was most of a page's CPU)."""
+"""A document sent again is not parsed or validated again (that was most of a page's CPU)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import uuid
 
 from strawberry.extensions.validation_cache import _get_validate_cache
 
-from omni_store.graph.schema import VALIDATION_CACHE_SIZE
+from omni_store.graph.extensions import _parse
+from omni_store.graph.schema import MAX_TOKENS, VALIDATION_CACHE_SIZE
 from tests.api.conftest import GraphQLClient
 
 
@@ -33,3 +34,28 @@ async def test_limits_still_apply_to_a_cached_document(gql: GraphQLClient) -> No
         ["TOO_MANY_ALIASES"],
         ["TOO_MANY_ALIASES"],
     ]
+
+
+async def test_a_repeated_document_is_parsed_once(gql: GraphQLClient) -> None:
+    document = f"# {uuid.uuid4()}\n{{ viewer {{ scopes }} }}"
+    before = _parse.cache_info()
+
+    answers = [await gql(document) for _ in range(2)]
+
+    after = _parse.cache_info()
+    assert answers[0] == answers[1]
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+
+
+async def test_a_document_over_the_token_limit_keeps_its_code_when_sent_again(
+    gql: GraphQLClient,
+) -> None:
+    document = f"# {uuid.uuid4()}\n{{ " + "viewer { tenantId } " * (MAX_TOKENS // 4 + 1) + "}"
+
+    answers = [await gql(document) for _ in range(2)]
+
+    assert [[e["extensions"]["code"] for e in a["errors"]] for a in answers] == [
+        ["TOO_MANY_TOKENS"],
+        ["TOO_MANY_TOKENS"],
+    ]
+    assert [a["data"] for a in answers] == [None, None]
