@@ -66,14 +66,6 @@ def _with_code(error: GraphQLError, *, hide_suggestions: bool) -> GraphQLError:
     return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
 
 
-def _is_public(error: GraphQLError) -> bool:
-    original = error.original_error
-    if original is None:
-        # Parse and validation errors of the document itself.
-        return True
-    return isinstance(original, PublicError)
-
-
 class MaskInternalErrors(SchemaExtension):
     """No SQL, stack or internal message reaches a client: each unexpected error becomes
     ``INTERNAL_SERVER_ERROR`` with the request id, and is logged with it."""
@@ -99,7 +91,7 @@ class MaskInternalErrors(SchemaExtension):
             ):
                 masked.append(_with_code(error, hide_suggestions=self._hide_suggestions))
                 continue
-            if _is_public(error):
+            if isinstance(error.original_error, PublicError):
                 masked.append(error)
                 continue
             transient = retryable_error(error, request_id)

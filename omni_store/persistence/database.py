@@ -94,13 +94,11 @@ class UnitOfWork:
         self.tenant = tenant
         self._connection = connection
         self._lock = asyncio.Lock()
-        self.statements = 0
 
     async def execute(
         self, statement: Executable, parameters: Mapping[str, Any] | list[Any] | None = None
     ) -> Result[Any]:
         async with self._lock:
-            self.statements += 1
             return await self._connection.execute(statement, parameters)  # type: ignore[arg-type]
 
     @asynccontextmanager
