@@ -64,3 +64,9 @@ class IdempotencyConflict(UserInputError):
                 )
             ]
         )
+
+
+class ConcurrentWrites(Exception):
+    """Other deliveries kept storing keys of this batch while it was being written, on every
+    attempt: nothing of it was written, and the client should send it again (each message that
+    got stored meanwhile is then a replay)."""

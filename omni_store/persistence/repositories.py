@@ -7,7 +7,8 @@ method can run unscoped. Repositories never commit: the unit of work does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +22,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     true,
     tuple_,
     update,
@@ -145,6 +147,168 @@ class Replay:
     conversation_id: int
     contact_id: int | None
     content_hash: bytes
+
+
+# --- rows of the batch writes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    channel_account_id: int
+    contact: ContactInput
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    account: ChannelAccount
+    thread_key: str
+    external_thread_id: str | None
+    contact_id: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A message as stored (every column but the generated ones), with its attachments."""
+
+    channel_account_id: int
+    conversation_id: int
+    contact_id: int | None
+    direction: str
+    sender_type: str
+    sender_external_id: str | None
+    sender_display_name: str | None
+    sender_avatar_url: str | None
+    content_type: str
+    content_text: str | None
+    content_struct: Any
+    external_message_id: str | None
+    idempotency_key: str
+    reply_to_external_message_id: str | None
+    channel_timestamp: datetime
+    status: str
+    content_hash: bytes
+    attachments: Sequence[AttachmentInput] = ()
+
+    def columns(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "attachments"}
+
+
+def _json_text(value: Any) -> str | None:
+    """A JSON value as the text a batch statement casts to jsonb (None: SQL NULL)."""
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+# The batch statements take one array per column and unnest them: the statement (and so its
+# prepared plan) is the same whatever the batch size, and no batch nears the protocol's limit
+# of 32,767 parameters. Every one is scoped by :tenant like the rest.
+_UPSERT_CONTACTS = text(
+    """
+INSERT INTO contacts AS c
+    (tenant_id, channel_account_id, external_user_id, display_name, avatar_url, profile)
+SELECT CAST(:tenant AS uuid), v.account_id, v.user_id, v.display_name, v.avatar_url,
+       CAST(v.profile AS jsonb)
+FROM unnest(CAST(:account_ids AS bigint[]), CAST(:user_ids AS text[]),
+            CAST(:display_names AS text[]), CAST(:avatar_urls AS text[]),
+            CAST(:profiles AS text[]))
+     WITH ORDINALITY AS v(account_id, user_id, display_name, avatar_url, profile, n)
+ORDER BY v.n
+ON CONFLICT (tenant_id, channel_account_id, external_user_id) DO UPDATE SET
+    display_name = COALESCE(EXCLUDED.display_name, c.display_name),
+    avatar_url = COALESCE(EXCLUDED.avatar_url, c.avatar_url),
+    profile = COALESCE(EXCLUDED.profile, c.profile),
+    updated_at = now()
+RETURNING c.id, c.channel_account_id, c.external_user_id
+"""
+)
+_UPSERT_CONVERSATIONS = text(
+    """
+INSERT INTO conversations AS c
+    (tenant_id, channel_account_id, channel, thread_key, external_thread_id, contact_id,
+     last_message_at)
+SELECT CAST(:tenant AS uuid), v.account_id, v.channel, v.thread_key, v.thread_id,
+       v.contact_id, v.at
+FROM unnest(CAST(:account_ids AS bigint[]), CAST(:channels AS text[]),
+            CAST(:thread_keys AS text[]), CAST(:thread_ids AS text[]),
+            CAST(:contact_ids AS bigint[]), CAST(:ats AS timestamptz[]))
+     WITH ORDINALITY AS v(account_id, channel, thread_key, thread_id, contact_id, at, n)
+ORDER BY v.n
+ON CONFLICT (tenant_id, channel_account_id, thread_key) DO UPDATE SET
+    last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
+    contact_id = COALESCE(c.contact_id, EXCLUDED.contact_id),
+    external_thread_id = COALESCE(c.external_thread_id, EXCLUDED.external_thread_id)
+RETURNING c.id, c.channel_account_id, c.thread_key
+"""
+)
+_TOUCH_CONVERSATIONS = text(
+    """
+UPDATE conversations AS c SET last_message_at = GREATEST(c.last_message_at, v.at)
+FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)
+WHERE c.tenant_id = CAST(:tenant AS uuid) AND c.id = v.id
+"""
+)
+_FIND_REPLAYS = text(
+    """
+SELECT m.channel_account_id, m.idempotency_key, m.id, m.conversation_id, m.contact_id,
+       m.content_hash
+FROM unnest(CAST(:account_ids AS bigint[]), CAST(:keys AS text[])) AS k(account_id, key)
+JOIN messages AS m
+  ON m.tenant_id = CAST(:tenant AS uuid)
+ AND m.channel_account_id = k.account_id
+ AND m.idempotency_key = k.key
+"""
+)
+# Messages and their attachments in one statement: the attachments find their message by its
+# key among the rows the insert returned, so a message another delivery stored first (absent
+# from them) gets no attachments from this one.
+_INSERT_MESSAGES = text(
+    """
+WITH inserted AS (
+    INSERT INTO messages
+        (tenant_id, channel_account_id, conversation_id, contact_id, direction, sender_type,
+         sender_external_id, sender_display_name, sender_avatar_url, content_type,
+         content_text, content_struct, external_message_id, idempotency_key,
+         reply_to_external_message_id, channel_timestamp, status, content_hash)
+    SELECT CAST(:tenant AS uuid), v.account_id, v.conversation_id, v.contact_id, v.direction,
+           v.sender_type, v.sender_id, v.sender_name, v.sender_avatar, v.content_type, v.text,
+           CAST(v.struct AS jsonb), v.external_id, v.key, v.reply_to, v.at, v.status, v.hash
+    FROM unnest(CAST(:account_ids AS bigint[]), CAST(:conversation_ids AS bigint[]),
+                CAST(:contact_ids AS bigint[]), CAST(:directions AS text[]),
+                CAST(:sender_types AS text[]), CAST(:sender_ids AS text[]),
+                CAST(:sender_names AS text[]), CAST(:sender_avatars AS text[]),
+                CAST(:content_types AS text[]), CAST(:texts AS text[]),
+                CAST(:structs AS text[]), CAST(:external_ids AS text[]),
+                CAST(:keys AS text[]), CAST(:reply_tos AS text[]),
+                CAST(:ats AS timestamptz[]), CAST(:statuses AS text[]),
+                CAST(:hashes AS bytea[]))
+         WITH ORDINALITY AS v(account_id, conversation_id, contact_id, direction, sender_type,
+                              sender_id, sender_name, sender_avatar, content_type, text,
+                              struct, external_id, key, reply_to, at, status, hash, n)
+    ORDER BY v.n
+    ON CONFLICT (tenant_id, channel_account_id, idempotency_key) DO NOTHING
+    RETURNING id, channel_account_id, idempotency_key
+), files AS (
+    INSERT INTO attachments
+        (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
+         height, duration_ms, external_id, metadata)
+    SELECT CAST(:tenant AS uuid), i.id, a.position, a.kind, a.url, a.mime_type, a.size,
+           a.file_name, a.width, a.height, a.duration, a.external_id, CAST(a.metadata AS jsonb)
+    FROM unnest(CAST(:a_account_ids AS bigint[]), CAST(:a_keys AS text[]),
+                CAST(:a_positions AS integer[]), CAST(:a_kinds AS text[]),
+                CAST(:a_urls AS text[]), CAST(:a_mime_types AS text[]),
+                CAST(:a_sizes AS bigint[]), CAST(:a_file_names AS text[]),
+                CAST(:a_widths AS integer[]), CAST(:a_heights AS integer[]),
+                CAST(:a_durations AS bigint[]), CAST(:a_external_ids AS text[]),
+                CAST(:a_metadata AS text[]))
+         WITH ORDINALITY AS a(account_id, key, position, kind, url, mime_type, size,
+                              file_name, width, height, duration, external_id, metadata, n)
+    JOIN inserted AS i ON i.channel_account_id = a.account_id AND i.idempotency_key = a.key
+    ORDER BY a.n
+    ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
+)
+SELECT id, channel_account_id, idempotency_key FROM inserted
+"""
+)
 
 
 def _columns(table: Table, record: type) -> list[Any]:
@@ -344,6 +508,22 @@ class ChannelAccountRepository(_Repository):
         )
         return {r.id: _record(ChannelAccount, r) for r in await self._uow.execute(stmt)}
 
+    async def lock_many(self, ids: Sequence[int]) -> dict[int, ChannelAccount]:
+        """:meth:`get_many`, holding the accounts until the transaction ends, in id order: a
+        batch writer of an account waits for another to commit. ``FOR NO KEY UPDATE`` does
+        not block the key-share locks that inserts referencing the account take, so single
+        messages are stored meanwhile."""
+        stmt = (
+            select(*_ACCOUNT_COLUMNS)
+            .where(
+                channel_accounts.c.tenant_id == self._tenant,
+                channel_accounts.c.id == func.any(_bigint_array(ids)),
+            )
+            .order_by(channel_accounts.c.id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+        return {r.id: _record(ChannelAccount, r) for r in await self._uow.execute(stmt)}
+
     async def list(self, request: PageRequest) -> Page[ChannelAccount]:
         return await _keyset_page(
             self._uow,
@@ -378,6 +558,26 @@ class ContactRepository(_Repository):
             },
         ).returning(*_CONTACT_COLUMNS)
         return _record(Contact, (await self._uow.execute(stmt)).one())
+
+    async def upsert_many(self, rows: Sequence[ContactRow]) -> dict[tuple[int, str], int]:
+        """:meth:`upsert` for many contacts in one statement: their ids by (channel account,
+        external user id). The rows must have distinct keys; they are written in key order, so
+        that concurrent batches lock rows in the same order."""
+        if not rows:
+            return {}
+        ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.contact.external_user_id))
+        result = await self._uow.execute(
+            _UPSERT_CONTACTS,
+            {
+                "tenant": self._tenant,
+                "account_ids": [r.channel_account_id for r in ordered],
+                "user_ids": [r.contact.external_user_id for r in ordered],
+                "display_names": [r.contact.display_name for r in ordered],
+                "avatar_urls": [r.contact.avatar_url for r in ordered],
+                "profiles": [_json_text(r.contact.profile) for r in ordered],
+            },
+        )
+        return {(account_id, user_id): id_ for id_, account_id, user_id in result}
 
     async def get(self, contact_id: int) -> Contact | None:
         return (await self.get_many([contact_id])).get(contact_id)
@@ -453,6 +653,38 @@ class ConversationRepository(_Repository):
         row = (await self._uow.execute(stmt)).one_or_none()
         return None if row is None else _record(Conversation, row)
 
+    async def upsert_many(self, rows: Sequence[ConversationRow]) -> dict[tuple[int, str], int]:
+        """:meth:`upsert` for many threads in one statement: the conversation ids by (channel
+        account, thread key). Distinct keys, written in key order (see
+        :meth:`ContactRepository.upsert_many`)."""
+        if not rows:
+            return {}
+        ordered = sorted(rows, key=lambda r: (r.account.id, r.thread_key))
+        result = await self._uow.execute(
+            _UPSERT_CONVERSATIONS,
+            {
+                "tenant": self._tenant,
+                "account_ids": [r.account.id for r in ordered],
+                "channels": [r.account.channel for r in ordered],
+                "thread_keys": [r.thread_key for r in ordered],
+                "thread_ids": [r.external_thread_id for r in ordered],
+                "contact_ids": [r.contact_id for r in ordered],
+                "ats": [r.at for r in ordered],
+            },
+        )
+        return {(account_id, key): id_ for id_, account_id, key in result}
+
+    async def touch_many(self, latest: Mapping[int, datetime]) -> None:
+        """:meth:`touch` for many conversations (already checked to be the right accounts'),
+        each to its latest time, in id order."""
+        if not latest:
+            return
+        ids = sorted(latest)
+        await self._uow.execute(
+            _TOUCH_CONVERSATIONS,
+            {"tenant": self._tenant, "ids": ids, "ats": [latest[i] for i in ids]},
+        )
+
     async def get(self, conversation_id: int) -> Conversation | None:
         return (await self.get_many([conversation_id])).get(conversation_id)
 
@@ -523,6 +755,23 @@ class MessageRepository(_Repository):
             row.message_id, row.conversation_id, row.contact_id, bytes(row.content_hash)
         )
 
+    async def find_replays(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Replay]:
+        """What earlier deliveries stored under any of these (channel account, key) pairs."""
+        if not keys:
+            return {}
+        result = await self._uow.execute(
+            _FIND_REPLAYS,
+            {
+                "tenant": self._tenant,
+                "account_ids": [account_id for account_id, _ in keys],
+                "keys": [key for _, key in keys],
+            },
+        )
+        return {
+            (account_id, key): Replay(id_, conversation_id, contact_id, bytes(digest))
+            for account_id, key, id_, conversation_id, contact_id, digest in result
+        }
+
     async def find_replay(self, channel_account_id: int, idempotency_key: str) -> Replay | None:
         stmt = select(
             messages.c.id,
@@ -537,18 +786,66 @@ class MessageRepository(_Repository):
         row = (await self._uow.execute(stmt)).one_or_none()
         return None if row is None else Replay(row[0], row[1], row[2], bytes(row[3]))
 
-    async def insert(self, **values: Any) -> int | None:
+    async def insert(self, row: MessageRow) -> int | None:
         """Insert unless the idempotency key is taken (the database arbitrates concurrent
-        deliveries); the new id, or None when another delivery stored it first."""
+        deliveries); the new id, or None when another delivery stored it first. Attachments
+        are not written here (:meth:`AttachmentRepository.insert_many`)."""
         stmt = (
             insert(messages)
-            .values(tenant_id=self._tenant, **values)
+            .values(tenant_id=self._tenant, **row.columns())
             .on_conflict_do_nothing(
                 index_elements=["tenant_id", "channel_account_id", "idempotency_key"]
             )
             .returning(messages.c.id)
         )
         return (await self._uow.execute(stmt)).scalar_one_or_none()
+
+    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
+        """:meth:`insert` for many messages and their attachments, in one statement. The ids of
+        those inserted, by (channel account, key); a key another delivery stored first is
+        absent. Distinct keys, inserted in key order (see
+        :meth:`ContactRepository.upsert_many`)."""
+        if not rows:
+            return {}
+        ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.idempotency_key))
+        files = [(r, position, a) for r in ordered for position, a in enumerate(r.attachments)]
+        result = await self._uow.execute(
+            _INSERT_MESSAGES,
+            {
+                "tenant": self._tenant,
+                "account_ids": [r.channel_account_id for r in ordered],
+                "conversation_ids": [r.conversation_id for r in ordered],
+                "contact_ids": [r.contact_id for r in ordered],
+                "directions": [r.direction for r in ordered],
+                "sender_types": [r.sender_type for r in ordered],
+                "sender_ids": [r.sender_external_id for r in ordered],
+                "sender_names": [r.sender_display_name for r in ordered],
+                "sender_avatars": [r.sender_avatar_url for r in ordered],
+                "content_types": [r.content_type for r in ordered],
+                "texts": [r.content_text for r in ordered],
+                "structs": [_json_text(r.content_struct) for r in ordered],
+                "external_ids": [r.external_message_id for r in ordered],
+                "keys": [r.idempotency_key for r in ordered],
+                "reply_tos": [r.reply_to_external_message_id for r in ordered],
+                "ats": [r.channel_timestamp for r in ordered],
+                "statuses": [r.status for r in ordered],
+                "hashes": [r.content_hash for r in ordered],
+                "a_account_ids": [r.channel_account_id for r, _, _ in files],
+                "a_keys": [r.idempotency_key for r, _, _ in files],
+                "a_positions": [position for _, position, _ in files],
+                "a_kinds": [str(a.kind) for _, _, a in files],
+                "a_urls": [a.url for _, _, a in files],
+                "a_mime_types": [a.mime_type for _, _, a in files],
+                "a_sizes": [a.size_bytes for _, _, a in files],
+                "a_file_names": [a.file_name for _, _, a in files],
+                "a_widths": [a.width for _, _, a in files],
+                "a_heights": [a.height for _, _, a in files],
+                "a_durations": [a.duration_ms for _, _, a in files],
+                "a_external_ids": [a.external_id for _, _, a in files],
+                "a_metadata": [_json_text(a.metadata) for _, _, a in files],
+            },
+        )
+        return {(account_id, key): id_ for id_, account_id, key in result}
 
     async def get(self, message_id: int) -> Message | None:
         return (await self.get_many([message_id])).get(message_id)

@@ -8,11 +8,14 @@ conversation's activity forward. Either all of it is stored or none of it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
 
 from omni_store.persistence.contract import (
     AttachmentInput,
@@ -33,16 +36,22 @@ from omni_store.persistence.enums import (
     SenderType,
 )
 from omni_store.persistence.errors import (
+    ConcurrentWrites,
     FieldError,
     IdempotencyConflict,
     Mismatch,
     NotFound,
+    UserInputError,
+    ValidationFailed,
 )
 from omni_store.persistence.repositories import (
     Attachment,
     ChannelAccount,
     Contact,
+    ContactRow,
     Conversation,
+    ConversationRow,
+    MessageRow,
     Replay,
 )
 from omni_store.persistence.tenancy import TenantId
@@ -171,11 +180,27 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             at=at,
         )
 
+    message_id = await uow.messages.insert(
+        _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
+    )
+    if message_id is None:
+        raise _DuplicateRace
+    await uow.attachments.insert_many(message_id, message.attachments)
+    return PersistResult(message_id, conversation.id, contact_id, False)
+
+
+def _message_row(
+    message: NormalizedMessage, digest: bytes, *, conversation_id: int, contact_id: int | None
+) -> MessageRow:
+    """The stored form of a validated message. Inbound, the sender is the contact; outbound,
+    the agent, bot or system the reply sender named."""
+    assert message.channel_account_id is not None and message.channel_timestamp is not None
+    assert message.content is not None
     inbound = message.direction == Direction.INBOUND
     sender = message.sender
-    message_id = await uow.messages.insert(
-        channel_account_id=account.id,
-        conversation_id=conversation.id,
+    return MessageRow(
+        channel_account_id=message.channel_account_id,
+        conversation_id=conversation_id,
         contact_id=contact_id,
         direction=str(message.direction),
         sender_type=SenderType.CONTACT.value if inbound else str(sender.type if sender else ""),
@@ -189,20 +214,21 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
         external_message_id=message.external_message_id,
         idempotency_key=message.key,
         reply_to_external_message_id=message.reply_to_external_message_id,
-        channel_timestamp=at,
+        channel_timestamp=message.channel_timestamp,
         status=(DeliveryStatus.RECEIVED if inbound else DeliveryStatus.SENT).value,
         content_hash=digest,
+        attachments=tuple(message.attachments),
     )
-    if message_id is None:
-        raise _DuplicateRace
-    await uow.attachments.insert_many(message_id, message.attachments)
-    return PersistResult(message_id, conversation.id, contact_id, False)
 
 
 async def _explain_missing_conversation(uow: UnitOfWork, conversation_id: int) -> None:
     if await uow.conversations.get(conversation_id) is None:
         raise NotFound.of(("conversationId",), "This conversation")
-    raise Mismatch(
+    raise _other_account()
+
+
+def _other_account() -> Mismatch:
+    return Mismatch(
         [
             FieldError(
                 ("conversationId",),
@@ -310,3 +336,226 @@ async def add_attachments(
         next_position = stored[-1].position + 1 if stored else 0
         await uow.attachments.insert_many(message_id, fresh, start_position=next_position)
         return (await uow.attachments.by_messages([message_id])).get(message_id, [])
+
+
+# --- a batch (backfill) ------------------------------------------------------------------------
+
+MAX_BATCH = 500
+_BATCH_ATTEMPTS = 3
+# Deadlock (two batches locking shared rows in another order) and serialization failure: the
+# transaction was rolled back whole and can simply run again.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+Outcome = PersistResult | UserInputError
+"""What became of one message of a batch: stored (or deduplicated), or why it was refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int
+    message: NormalizedMessage
+    digest: bytes
+
+    @property
+    def account_id(self) -> int:
+        assert self.message.channel_account_id is not None
+        return self.message.channel_account_id
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.account_id, self.message.key)
+
+
+async def persist_messages(
+    db: Database, tenant: TenantId, messages: Sequence[NormalizedMessage]
+) -> list[Outcome]:
+    """Store a batch of messages (a backfill) in one transaction, each exactly as
+    :func:`persist_message` would: validated and idempotent on its own, with its original
+    channel timestamp. A message that cannot be stored gets its error in its place and blocks
+    none of the others; outcomes are in the order of ``messages``. Within the batch, a second
+    message with the key of an earlier one is its replay (or its conflict).
+
+    Set-based: two reads and four writes whatever the batch size, so a batch costs little more
+    than the rows themselves.
+    """
+    if len(messages) > MAX_BATCH:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    ("messages",),
+                    ErrorCode.TOO_MANY,
+                    f"A batch holds at most {MAX_BATCH} messages; send the rest in another.",
+                )
+            ]
+        )
+    outcomes: dict[int, Outcome] = {}
+    items: list[_Item] = []
+    now = datetime.now(UTC)
+    for index, message in enumerate(messages):
+        try:
+            validate_message(message, now=now)
+        except ValidationFailed as error:
+            outcomes[index] = error
+        else:
+            items.append(_Item(index, message, content_hash(message)))
+    for attempt in range(1, _BATCH_ATTEMPTS + 1):
+        try:
+            async with db.transaction(tenant) as uow:
+                outcomes.update(await _persist_batch(uow, items))
+            return [outcomes[index] for index in range(len(messages))]
+        except _DuplicateRace:
+            # Rolled back whole; the next attempt sees what the other delivery stored as replays.
+            if attempt == _BATCH_ATTEMPTS:
+                raise ConcurrentWrites from None
+        except DBAPIError as error:
+            if attempt == _BATCH_ATTEMPTS or getattr(error.orig, "sqlstate", None) not in (
+                _RETRY_SQLSTATES
+            ):
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _persist_batch(uow: UnitOfWork, items: Sequence[_Item]) -> dict[int, Outcome]:
+    outcomes: dict[int, Outcome] = {}
+    if not items:
+        return outcomes
+
+    # 1. What exists: the accounts, earlier deliveries, the conversations replies name. Batches
+    # of one account are written one after the other (the accounts stay locked until commit),
+    # so a batch never races another for a key: it sees the other's messages as replays. It
+    # may still race a single persistMessage; that is rare, and retried by the caller.
+    accounts = await uow.channel_accounts.lock_many(sorted({i.account_id for i in items}))
+    known = [i for i in items if i.account_id in accounts]
+    for item in items:
+        if item.account_id not in accounts:
+            outcomes[item.index] = NotFound.of(("channelAccountId",), "This channel account")
+    replays = await uow.messages.find_replays(sorted({i.key for i in known}))
+    fresh = [i for i in known if i.key not in replays]
+    named = sorted({i.message.conversation_id for i in fresh if i.message.conversation_id})
+    conversations = await uow.conversations.get_many(named) if named else {}
+
+    # 2. Which message writes each key: the first that can be stored; later ones replay it.
+    writers: dict[tuple[int, str], _Item] = {}
+    followers: list[_Item] = []
+    for item in known:
+        replay = replays.get(item.key)
+        if replay is not None:
+            try:
+                outcomes[item.index] = _replayed(item.message, item.digest, replay)
+            except IdempotencyConflict as conflict:
+                outcomes[item.index] = conflict
+            continue
+        conversation_id = item.message.conversation_id
+        if conversation_id is not None:
+            conversation = conversations.get(conversation_id)
+            if conversation is None:
+                outcomes[item.index] = NotFound.of(("conversationId",), "This conversation")
+                continue
+            if conversation.channel_account_id != item.account_id:
+                outcomes[item.index] = _other_account()
+                continue
+        if item.key in writers:
+            followers.append(item)
+        else:
+            writers[item.key] = item
+
+    # 3. Contacts, then conversations (by thread, or the named ones touched), then messages
+    # with their attachments: each one statement for the whole batch.
+    threaded = [i for i in writers.values() if i.message.conversation_id is None]
+    contacts: dict[tuple[int, str], ContactInput] = {}
+    for item in threaded:
+        contact = item.message.contact
+        assert contact is not None and contact.external_user_id is not None
+        user = (item.account_id, contact.external_user_id)
+        contacts[user] = _refreshed(contacts.get(user), contact)
+    contact_ids = await uow.contacts.upsert_many(
+        [ContactRow(a, c) for (a, _), c in contacts.items()]
+    )
+
+    threads: dict[tuple[int, str], ConversationRow] = {}
+    thread_of: dict[int, tuple[int, str]] = {}
+    for item in threaded:
+        account = accounts[item.account_id]
+        message = item.message
+        assert message.contact is not None and message.contact.external_user_id is not None
+        assert message.channel_timestamp is not None
+        contact_id = contact_ids[(account.id, message.contact.external_user_id)]
+        key = thread_key(
+            external_thread_id=message.external_thread_id,
+            external_user_id=message.contact.external_user_id,
+            channel_timestamp=message.channel_timestamp,
+            window_seconds=account.fallback_window_seconds,
+        )
+        thread_of[item.index] = (account.id, key)
+        earlier = threads.get((account.id, key))
+        threads[(account.id, key)] = (
+            ConversationRow(
+                account, key, message.external_thread_id, contact_id, message.channel_timestamp
+            )
+            if earlier is None
+            else dataclasses.replace(
+                earlier,
+                # Stored values win over later ones, as in ConversationRepository.upsert.
+                external_thread_id=earlier.external_thread_id or message.external_thread_id,
+                contact_id=earlier.contact_id if earlier.contact_id is not None else contact_id,
+                at=max(earlier.at, message.channel_timestamp),
+            )
+        )
+    conversation_ids = await uow.conversations.upsert_many(list(threads.values()))
+
+    latest: dict[int, datetime] = {}
+    for item in writers.values():
+        conversation_id = item.message.conversation_id
+        at = item.message.channel_timestamp
+        if conversation_id is not None and at is not None:
+            latest[conversation_id] = max(latest.get(conversation_id, at), at)
+    await uow.conversations.touch_many(latest)
+
+    placed: dict[tuple[int, str], tuple[int, int | None]] = {}
+    for key, item in writers.items():
+        message = item.message
+        if message.conversation_id is not None:
+            placed[key] = (
+                message.conversation_id,
+                conversations[message.conversation_id].contact_id,
+            )
+        else:
+            assert message.contact is not None and message.contact.external_user_id is not None
+            placed[key] = (
+                conversation_ids[thread_of[item.index]],
+                contact_ids[(item.account_id, message.contact.external_user_id)],
+            )
+    inserted = await uow.messages.insert_many(
+        [
+            _message_row(
+                item.message, item.digest, conversation_id=placed[key][0], contact_id=placed[key][1]
+            )
+            for key, item in writers.items()
+        ]
+    )
+    if len(inserted) != len(writers):
+        raise _DuplicateRace
+
+    for key, item in writers.items():
+        outcomes[item.index] = PersistResult(inserted[key], *placed[key], False)
+    for item in followers:
+        stored = outcomes[writers[item.key].index]
+        assert isinstance(stored, PersistResult)
+        outcomes[item.index] = (
+            dataclasses.replace(stored, deduplicated=True)
+            if item.digest == writers[item.key].digest
+            else IdempotencyConflict(stored.message_id, _key_field(item.message))
+        )
+    return outcomes
+
+
+def _refreshed(earlier: ContactInput | None, later: ContactInput) -> ContactInput:
+    """Two upserts of one contact in a row, as one: what the later gives wins."""
+    if earlier is None:
+        return later
+    return ContactInput(
+        external_user_id=later.external_user_id,
+        display_name=later.display_name if later.display_name is not None else earlier.display_name,
+        avatar_url=later.avatar_url if later.avatar_url is not None else earlier.avatar_url,
+        profile=later.profile if later.profile is not None else earlier.profile,
+    )
