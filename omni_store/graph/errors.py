@@ -12,7 +12,7 @@ from graphql import GraphQLError
 from sqlalchemy import exc as sa_exc
 from strawberry.extensions import SchemaExtension
 
-from omni_store.persistence.errors import UserInputError
+from omni_store.persistence.errors import ConcurrentWrites, UserInputError
 
 log = logging.getLogger("omni_store.graph")
 
@@ -159,6 +159,8 @@ def transient_code(error: BaseException) -> str | None:
     pool exhausted, statement timeout), None for everything else (not retryable as such)."""
     for cause in _causes(error):
         if isinstance(cause, sa_exc.TimeoutError):  # no pooled connection within pool_timeout
+            return OVERLOADED
+        if isinstance(cause, ConcurrentWrites):  # a batch kept losing races to other writers
             return OVERLOADED
         if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return SERVICE_UNAVAILABLE

@@ -111,8 +111,10 @@ def _whole(value: float | None) -> int | float | None:
     return value
 
 
-@strawberry.input(description="A normalized message, as a connector or the reply sender has it.")
-class PersistMessageInput:
+@strawberry.input(
+    description="One message of a persistMessages batch: the fields of PersistMessageInput."
+)
+class MessageInput:
     channel_account_id: strawberry.ID = strawberry.field(
         description="The channel account it was received on or sent from."
     )
@@ -152,7 +154,6 @@ class PersistMessageInput:
     reply_to_external_message_id: str | None = strawberry.field(
         default=None, description="The channel's id of the message this one replies to."
     )
-    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
     def to_contract(self) -> tuple[contract.NormalizedMessage, list[FieldError]]:
         ids = IdDecoder()
@@ -183,6 +184,20 @@ class PersistMessageInput:
             reply_to_external_message_id=self.reply_to_external_message_id,
         )
         return message, ids.errors
+
+
+@strawberry.input(description="A normalized message, as a connector or the reply sender has it.")
+class PersistMessageInput(MessageInput):
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
+
+
+@strawberry.input(description="A batch of normalized messages: a backfill of history.")
+class PersistMessagesInput:
+    messages: list[MessageInput] = strawberry.field(
+        description="At most 500. Each is stored (or refused) on its own, exactly as "
+        "persistMessage would; send them in any order."
+    )
+    client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
 @strawberry.input(description="Register (or refresh) a channel account.")

@@ -18,10 +18,11 @@ from strawberry.extensions import (
 from omni_store.graph.auth import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
 from omni_store.graph.context import Context, Info
 from omni_store.graph.errors import MaskInternalErrors, PublicError, from_user_input
-from omni_store.graph.ids import IdDecoder, parse_global_id
+from omni_store.graph.ids import IdDecoder, parse_global_id, to_global_id
 from omni_store.graph.inputs import (
     AddAttachmentsInput,
     PersistMessageInput,
+    PersistMessagesInput,
     RegisterChannelAccountInput,
     UpsertContactInput,
     UpsertConversationInput,
@@ -47,6 +48,7 @@ from omni_store.graph.types import (
 )
 from omni_store.persistence import contract, service
 from omni_store.persistence.cursors import PageRequest
+from omni_store.persistence.enums import ErrorCode
 from omni_store.persistence.errors import FieldError, IdempotencyConflict, UserInputError
 from omni_store.persistence.repositories import timeline_cursor
 
@@ -240,6 +242,49 @@ class PersistMessagePayload:
     user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
 
 
+@strawberry.type(description="What became of one message of a persistMessages batch.")
+class PersistMessagesResult:
+    index: int = strawberry.field(description="Its position in the input's messages, from 0.")
+    message_id: strawberry.ID | None = strawberry.field(
+        description="The stored message's global ID: new, stored by an earlier delivery "
+        "(deduplicated), or the one an IDEMPOTENCY_CONFLICT refers to; null when refused "
+        "otherwise."
+    )
+    conversation_id: strawberry.ID | None = strawberry.field(
+        description="The global ID of the conversation it belongs to; null when refused."
+    )
+    deduplicated: bool = strawberry.field(
+        description="True when it was a replay (of an earlier delivery, or of an earlier "
+        "message of the same batch) and nothing was written for it."
+    )
+    user_errors: list[UserError] = strawberry.field(
+        description="Why this message was refused, every problem at once (paths relative to "
+        "the message); empty when it was stored or deduplicated."
+    )
+
+    @strawberry.field(description="The stored message (loaded for all results at once).")
+    async def message(self, info: Info) -> Message | None:
+        if self.message_id is None:
+            return None
+        parsed = parse_global_id(self.message_id)
+        assert parsed is not None
+        row = await info.context.loaders.message_by_id.load(parsed[1])
+        return None if row is None else Message.of(row)
+
+
+@strawberry.type(description="The result of persistMessages.")
+class PersistMessagesPayload:
+    client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
+    results: list[PersistMessagesResult] = strawberry.field(
+        description="One per input message, in the input's order; empty when the batch as a "
+        "whole was refused."
+    )
+    user_errors: list[UserError] = strawberry.field(
+        description="Why the batch as a whole was refused (more than 500 messages); nothing of "
+        "it was written then. The messages' own problems are in results."
+    )
+
+
 @strawberry.type(description="The result of registerChannelAccount.")
 class RegisterChannelAccountPayload:
     client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
@@ -285,6 +330,9 @@ class AddAttachmentsPayload:
 
 
 Input = Annotated[PersistMessageInput, strawberry.argument(description="The normalized message.")]
+BatchInput = Annotated[
+    PersistMessagesInput, strawberry.argument(description="The messages, at most 500.")
+]
 RegisterInput = Annotated[
     RegisterChannelAccountInput, strawberry.argument(description="The account to register.")
 ]
@@ -354,6 +402,44 @@ class Mutation:
             conversation=Conversation.of(conversation),
             contact=Contact.of(contact) if contact else None,
             deduplicated=result.deduplicated,
+            user_errors=[],
+        )
+
+    @strawberry.mutation(
+        description="Persist a batch of up to 500 inbound or outbound messages in one "
+        "request (a backfill of history): each exactly as persistMessage would, with its "
+        "original channel timestamp; one refused message blocks none of the others. "
+        "Scope: messages:write."
+    )
+    async def persist_messages(self, info: Info, input: BatchInput) -> PersistMessagesPayload:
+        ctx = info.context
+        tenant = ctx.require(SCOPE_WRITE)
+        if len(input.messages) > service.MAX_BATCH:
+            too_many = FieldError(
+                ("messages",),
+                ErrorCode.TOO_MANY,
+                f"A batch holds at most {service.MAX_BATCH} messages; send the rest in another.",
+            )
+            return PersistMessagesPayload(
+                client_mutation_id=input.client_mutation_id,
+                results=[],
+                user_errors=_user_errors([too_many]),
+            )
+        outcomes: list[service.Outcome | None] = []
+        accepted: list[contract.NormalizedMessage] = []
+        for item in input.messages:
+            normalized, id_errors = item.to_contract()
+            errors = _input_errors(id_errors, lambda n=normalized: contract.validate_message(n))
+            outcomes.append(UserInputError(errors) if errors else None)
+            if not errors:
+                accepted.append(normalized)
+        stored = iter(await service.persist_messages(ctx.db, tenant, accepted))
+        return PersistMessagesPayload(
+            client_mutation_id=input.client_mutation_id,
+            results=[
+                _batch_result(index, outcome or next(stored))
+                for index, outcome in enumerate(outcomes)
+            ],
             user_errors=[],
         )
 
@@ -491,6 +577,27 @@ class Mutation:
             attachments=[Attachment.of(a) for a in stored],
             user_errors=[],
         )
+
+
+def _batch_result(index: int, outcome: service.Outcome) -> PersistMessagesResult:
+    if isinstance(outcome, UserInputError):
+        existing = outcome.existing_message_id if isinstance(outcome, IdempotencyConflict) else None
+        return PersistMessagesResult(
+            index=index,
+            message_id=None
+            if existing is None
+            else strawberry.ID(to_global_id("Message", existing)),
+            conversation_id=None,
+            deduplicated=False,
+            user_errors=_user_errors(outcome.errors),
+        )
+    return PersistMessagesResult(
+        index=index,
+        message_id=strawberry.ID(to_global_id("Message", outcome.message_id)),
+        conversation_id=strawberry.ID(to_global_id("Conversation", outcome.conversation_id)),
+        deduplicated=outcome.deduplicated,
+        user_errors=[],
+    )
 
 
 def _request_id(context: object) -> str | None:

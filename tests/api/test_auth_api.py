@@ -109,6 +109,22 @@ MUTATIONS = [
         scope=SCOPE_WRITE,
     ),
     Operation(
+        "persistMessages",
+        "mutation($input: PersistMessagesInput!) { persistMessages(input: $input) "
+        "{ results { messageId userErrors { code } } userErrors { code } } }",
+        lambda s: {
+            "input": {
+                "messages": [
+                    inbound(s.account, user="U-new", thread="T-new"),
+                    inbound(s.account, user="U-new", thread="T-new"),
+                ]
+            }
+        },
+        nullable=False,
+        writes={"contacts": 1, "conversations": 1, "messages": 2},
+        scope=SCOPE_WRITE,
+    ),
+    Operation(
         "upsertContact",
         "mutation($input: UpsertContactInput!) { upsertContact(input: $input) "
         "{ contact { id } userErrors { code } } }",

@@ -340,6 +340,65 @@ async def test_a_reply_into_the_other_tenants_conversation_is_not_found(
     assert payload["message"] is None
 
 
+BATCH = """
+mutation($input: PersistMessagesInput!) {
+  persistMessages(input: $input) {
+    results { index messageId conversationId deduplicated message { id } userErrors { field code } }
+    userErrors { code }
+  }
+}"""
+
+
+@pytest.mark.usefixtures("rows_of_a")
+async def test_a_batch_naming_the_other_tenants_account_or_conversation_is_not_found(
+    other_gql: GraphQLClient, engine: AsyncEngine, tenants: Tenants
+) -> None:
+    a, b = tenants.a, tenants.b
+    message = inbound("<account>", external_message_id="line-1", when=at(2))
+    reply = outbound(b.account, idempotency_key="reply-x", when=at(2))
+
+    payload = await _mutate(
+        other_gql,
+        engine,
+        BATCH,
+        "persistMessages",
+        {
+            "messages": [
+                {**message, "channelAccountId": a.account},
+                {**reply, "conversationId": a.conversation},
+            ]
+        },
+        {
+            "messages": [
+                {**message, "channelAccountId": missing_id("ChannelAccount")},
+                {**reply, "conversationId": missing_id("Conversation")},
+            ]
+        },
+    )
+
+    assert payload == {
+        "results": [
+            {
+                "index": 0,
+                "messageId": None,
+                "conversationId": None,
+                "deduplicated": False,
+                "message": None,
+                "userErrors": [{"field": ["channelAccountId"], "code": "NOT_FOUND"}],
+            },
+            {
+                "index": 1,
+                "messageId": None,
+                "conversationId": None,
+                "deduplicated": False,
+                "message": None,
+                "userErrors": [{"field": ["conversationId"], "code": "NOT_FOUND"}],
+            },
+        ],
+        "userErrors": [],
+    }
+
+
 @pytest.mark.usefixtures("rows_of_a")
 async def test_upsert_contact_on_the_other_tenants_account_is_not_found(
     other_gql: GraphQLClient, engine: AsyncEngine, tenants: Tenants
