@@ -38,6 +38,8 @@ Workloads (a "session" follows ``endCursor`` while ``hasNextPage``; every page i
 - ``persist_new``: ``persistMessage`` of new inbound (into an existing thread) and outbound
   (a reply by conversationId) messages, 15 % with attachments;
 - ``persist_replay``: re-deliveries of messages stored by ``persist_new`` (deduplicated);
+- ``persist_batch``: ``persistMessages`` of 100 new messages of one tenant (``--batch``), the
+  same mix as ``persist_new``: a backfill;
 - ``mixed``: an inbox: 35 % timeline sessions, 25 % conversation lists, 30 % new messages,
   10 % re-deliveries.
 
@@ -138,6 +140,14 @@ PERSIST = """mutation Persist($input: PersistMessageInput!) {
   }
 }"""
 
+BATCH = """mutation Backfill($input: PersistMessagesInput!) {
+  persistMessages(input: $input) {
+    results { messageId deduplicated userErrors { field code message } }
+    userErrors { field code message }
+  }
+}"""
+BATCH_SIZE = 100
+
 # PostGraphile 4's names for the same tables (composite keys lead with tenant_id).
 PEER_TIMELINE = """query Timeline($tenant: UUID!, $id: BigInt!, $first: Int!, $after: Cursor) {
   conversationByTenantIdAndId(tenantId: $tenant, id: $id) {
@@ -193,6 +203,7 @@ WORKLOADS: dict[str, dict[str, int]] = {
     "conversations_channel": {"conversations_channel": 1},
     "persist_new": {"persist_inbound": 1, "persist_outbound": 1},
     "persist_replay": {"persist_replay": 1},
+    "persist_batch": {"persist_batch": 1},
     "mixed": {
         "timeline": 35,
         "conversations": 15,
@@ -445,6 +456,7 @@ class Actions:
         self.replay_at = itertools.count()
         self.page = PAGE
         self.list_page = LIST_PAGE
+        self.batch_size = BATCH_SIZE
 
     # Each returns nothing; requests go through `request`, which times and checks them.
     async def request(
@@ -578,6 +590,24 @@ class Actions:
     async def persist_outbound(self, post: Post, stats: Stats) -> None:
         await self._persist(post, stats, "persist_outbound", False)
 
+    async def persist_batch(self, post: Post, stats: Stats) -> None:
+        tenant, first = self.new_message(True)
+        messages = [first]
+        while len(messages) < self.batch_size:
+            other, message = self.new_message(len(messages) % 2 == 0)
+            if other == tenant:
+                messages.append(message)
+        body = self._body(BATCH, {"input": {"messages": messages}})
+        data = await self.request(post, stats, "persist_batch", body, self.tokens[tenant])
+        if data is not None:
+            payload = data["persistMessages"]
+            refused = [r for r in payload["results"] if r["userErrors"] or r["deduplicated"]]
+            if refused or payload["userErrors"] or len(payload["results"]) != len(messages):
+                stats.errors["persist_batch"] += 1
+                stats.first_errors.setdefault(
+                    "persist_batch", orjson.dumps(refused[:1] or payload).decode()[:500]
+                )
+
     async def persist_replay(self, post: Post, stats: Stats) -> None:
         if not self.sent:
             await self.persist_inbound(post, stats)
@@ -667,7 +697,7 @@ class Recorded:
 
     kind: str
     transactions: list[list[tuple[str, list[Any], Any]]]
-    key: str | None = None
+    keys: list[str] = field(default_factory=list)  # of new messages: fresh on each replay
 
     @property
     def statements(self) -> int:
@@ -743,10 +773,12 @@ async def measurement_pass(
                         "Authorization": f"Bearer {token}",
                     },
                 )
-                variables = orjson.loads(body)["variables"]
-                message = variables.get("input") or {}
-                key = message.get("idempotencyKey") or message.get("externalMessageId")
-                current.append(Recorded("", capture.stop(), key))
+                given = orjson.loads(body)["variables"].get("input") or {}
+                keys = [
+                    m.get("idempotencyKey") or m.get("externalMessageId")
+                    for m in given.get("messages", [given])
+                ]
+                current.append(Recorded("", capture.stop(), [k for k in keys if k]))
                 return response.status_code, response.content
 
             async def run(kind: str, times: int) -> list[list[Recorded]]:
@@ -757,7 +789,7 @@ async def measurement_pass(
                     for r in current:
                         r.kind = kind
                         if kind == "persist_replay":
-                            r.key = None  # replayed as they are: the same key again
+                            r.keys = []  # replayed as they are: the same key again
                     done.append(list(current))
                 return done
 
@@ -769,8 +801,9 @@ async def measurement_pass(
                 "persist_inbound",
                 "persist_outbound",
                 "persist_replay",
+                "persist_batch",
             ):
-                sessions[kind] = await run(kind, n)
+                sessions[kind] = await run(kind, n if kind != "persist_batch" else 10)
             # Constant statements whatever the page size: the same requests at other sizes.
             for label, sizes in (
                 ("timeline", (1, 10, 50, 100)),
@@ -849,8 +882,9 @@ class RawActions:
 
     async def _request(self, stats: Stats, kind: str, request: Recorded, fresh: bool) -> None:
         mapping: dict[Any, Any] = {}
-        if fresh and request.key:
-            mapping[request.key] = f"raw-{self.run_id}-{next(self.counter)}"
+        if fresh:
+            for key in request.keys:
+                mapping[key] = f"raw-{self.run_id}-{next(self.counter)}"
         began = time.perf_counter()
         try:
             for transaction in request.transactions:
@@ -882,6 +916,9 @@ class RawActions:
 
     async def persist_replay(self, post: Any, stats: Stats) -> None:
         await self._replay(stats, "persist_replay", False)
+
+    async def persist_batch(self, post: Any, stats: Stats) -> None:
+        await self._replay(stats, "persist_batch", True)
 
 
 async def _no_http() -> tuple[Post, Callable[[], Awaitable[None]]]:
@@ -1081,6 +1118,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "counts": sample.counts,
         "database_size": db_size,
         "server_version": server_version,
+        "batch_size": BATCH_SIZE,
         "runs": {},
     }
     written_after = sample.max_message_id
@@ -1362,6 +1400,9 @@ def main(argv: list[str] | None = None) -> None:
         "run side by side with the default one",
     )
     parser.add_argument("--pool-size", type=int, default=10, help="service's, raw's and peer's")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH_SIZE, help="messages per persistMessages request"
+    )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
         "--regenerate",
@@ -1383,6 +1424,8 @@ def main(argv: list[str] | None = None) -> None:
         help="extra options of tests.bench.serve (levers), e.g. '--loop uvloop --http httptools'",
     )
     args = parser.parse_args(argv)
+    global BATCH_SIZE
+    BATCH_SIZE = args.batch
     messages = parse_scale(args.messages)
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(workloads) - set(WORKLOADS)
