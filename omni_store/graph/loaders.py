@@ -21,6 +21,7 @@ from omni_store.persistence.repositories import (
     Conversation,
     Message,
 )
+from omni_store.persistence.service import Written
 
 V = TypeVar("V")
 R = TypeVar("R")
@@ -98,6 +99,16 @@ class Loaders:
     last_message_by_conversation_id: LastMessageByConversationIdLoader
     attachments_by_message_id: AttachmentsByMessageIdLoader
     attachment_by_id: AttachmentByIdLoader
+
+    def prime_written(self, written: Written) -> None:
+        """What a write just returned, so that its payload is shown without reading it back
+        (the rows are those the write committed)."""
+        self.channel_account_by_id.prime(written.account.id, written.account)
+        self.message_by_id.prime(written.message.id, written.message)
+        self.conversation_by_id.prime(written.conversation.id, written.conversation)
+        if written.contact is not None:
+            self.contact_by_id.prime(written.contact.id, written.contact)
+        self.attachments_by_message_id.prime(written.message.id, written.attachments)
 
     @classmethod
     def build(cls, open_uow: OpenUnitOfWork) -> Loaders:

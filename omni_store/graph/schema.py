@@ -388,6 +388,8 @@ class Mutation:
         except UserInputError as error:
             return refused(error.errors)
 
+        if result.written is not None:
+            ctx.loaders.prime_written(result.written)
         row = await ctx.loaders.message_by_id.load(result.message_id)
         conversation = await ctx.loaders.conversation_by_id.load(result.conversation_id)
         contact = (

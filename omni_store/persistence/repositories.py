@@ -786,19 +786,20 @@ class MessageRepository(_Repository):
         row = (await self._uow.execute(stmt)).one_or_none()
         return None if row is None else Replay(row[0], row[1], row[2], bytes(row[3]))
 
-    async def insert(self, row: MessageRow) -> int | None:
+    async def insert(self, row: MessageRow) -> Message | None:
         """Insert unless the idempotency key is taken (the database arbitrates concurrent
-        deliveries); the new id, or None when another delivery stored it first. Attachments
-        are not written here (:meth:`AttachmentRepository.insert_many`)."""
+        deliveries); the stored message, or None when another delivery stored it first.
+        Attachments are not written here (:meth:`AttachmentRepository.insert_many`)."""
         stmt = (
             insert(messages)
             .values(tenant_id=self._tenant, **row.columns())
             .on_conflict_do_nothing(
                 index_elements=["tenant_id", "channel_account_id", "idempotency_key"]
             )
-            .returning(messages.c.id)
+            .returning(*_MESSAGE_COLUMNS)
         )
-        return (await self._uow.execute(stmt)).scalar_one_or_none()
+        stored = (await self._uow.execute(stmt)).one_or_none()
+        return None if stored is None else _record(Message, stored)
 
     async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
         """:meth:`insert` for many messages and their attachments, in one statement. The ids of

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import DBAPIError
@@ -51,6 +51,7 @@ from omni_store.persistence.repositories import (
     ContactRow,
     Conversation,
     ConversationRow,
+    Message,
     MessageRow,
     Replay,
 )
@@ -59,11 +60,24 @@ from omni_store.persistence.threads import thread_key
 
 
 @dataclass(frozen=True, slots=True)
+class Written:
+    """The rows a new message's transaction wrote or touched, as the statements returned
+    them: what a caller shows back needs no read after the write."""
+
+    account: ChannelAccount
+    message: Message
+    conversation: Conversation
+    contact: Contact | None  # None when the message named its conversation
+    attachments: list[Attachment]
+
+
+@dataclass(frozen=True, slots=True)
 class PersistResult:
     message_id: int
     conversation_id: int
     contact_id: int | None
     deduplicated: bool
+    written: Written | None = field(default=None, compare=False, repr=False)
 
 
 def content_hash(message: NormalizedMessage) -> bytes:
@@ -180,13 +194,19 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             at=at,
         )
 
-    message_id = await uow.messages.insert(
+    stored = await uow.messages.insert(
         _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
     )
-    if message_id is None:
+    if stored is None:
         raise _DuplicateRace
-    await uow.attachments.insert_many(message_id, message.attachments)
-    return PersistResult(message_id, conversation.id, contact_id, False)
+    files = await uow.attachments.insert_many(stored.id, message.attachments)
+    return PersistResult(
+        stored.id,
+        conversation.id,
+        contact_id,
+        False,
+        Written(account, stored, conversation, contact, files),
+    )
 
 
 def _message_row(

@@ -12,6 +12,9 @@ from omni_store.persistence.tenancy import TenantId
 from tests.api.conftest import GraphQLClient
 from tests.api.operations import (
     ADD_ATTACHMENTS,
+    CONTACT_FIELDS,
+    CONVERSATION_FIELDS,
+    MESSAGE_FIELDS,
     REGISTER,
     UPSERT_CONTACT,
     UPSERT_CONVERSATION,
@@ -115,6 +118,41 @@ async def test_first_delivery_stores_the_whole_normalized_message(
     assert conversation["channelAccount"] == {"id": account}
     assert conversation["contact"] == {"id": contact["id"]}
     assert (contact["externalUserId"], contact["displayName"]) == ("U-1", "Somchai")
+
+
+READ_BACK = f"""
+query($message: ID!, $conversation: ID!, $contact: ID!) {{
+  message: node(id: $message) {{ ... on Message {{ {MESSAGE_FIELDS} }} }}
+  conversation: node(id: $conversation) {{ ... on Conversation {{ {CONVERSATION_FIELDS} }} }}
+  contact: node(id: $contact) {{ ... on Contact {{ {CONTACT_FIELDS} }} }}
+}}"""
+
+
+@pytest.mark.parametrize("attachments", [[], [PHOTO, {"kind": "STICKER", "externalId": "st-1"}]])
+async def test_the_payload_of_a_new_message_is_what_reading_it_back_gives(
+    gql: GraphQLClient, attachments: list[dict[str, Any]]
+) -> None:
+    # The payload is built from the rows the write returned, not read back: it must be the
+    # same, to the last timestamp, as the stored objects read afterwards.
+    account = await register_account(gql)
+    payload = await persisted(gql, inbound(account, attachments=attachments))
+
+    body = await gql(
+        READ_BACK,
+        {
+            "message": payload["message"]["id"],
+            "conversation": payload["conversation"]["id"],
+            "contact": payload["contact"]["id"],
+        },
+    )
+
+    assert "errors" not in body, body
+    assert body["data"] == {
+        "message": payload["message"],
+        "conversation": payload["conversation"],
+        "contact": payload["contact"],
+    }
+    assert len(payload["message"]["attachments"]) == len(attachments)
 
 
 async def test_duplicate_delivery_returns_the_stored_message_and_writes_nothing(
