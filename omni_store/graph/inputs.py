@@ -11,6 +11,7 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
+from omni_store.graph.compiled_inputs import compiled
 from omni_store.graph.ids import IdDecoder
 from omni_store.graph.types import (
     AttachmentKind,
@@ -25,6 +26,7 @@ from omni_store.persistence.errors import FieldError
 MUTATION_ID = "Echoed in the payload, for the client's own bookkeeping (Relay)."
 
 
+@compiled
 @strawberry.input(description="The customer, as the channel describes them.")
 class ContactInput:
     external_user_id: str | None = strawberry.field(
@@ -43,6 +45,7 @@ class ContactInput:
         )
 
 
+@compiled
 @strawberry.input(description="Who wrote an outbound message.")
 class SenderInput:
     type: SenderType = strawberry.field(description="AGENT, BOT or SYSTEM for outbound messages.")
@@ -57,6 +60,7 @@ class SenderInput:
     )
 
 
+@compiled
 @strawberry.input(description="The content of a message.")
 class ContentInput:
     type: ContentType = strawberry.field(
@@ -70,6 +74,7 @@ class ContentInput:
     )
 
 
+@compiled
 @strawberry.input(description="Metadata of an attached file.")
 class AttachmentInput:
     kind: AttachmentKind = strawberry.field(description="What the file is.")
@@ -111,6 +116,7 @@ def _whole(value: float | None) -> int | float | None:
     return value
 
 
+@compiled
 @strawberry.input(
     description="One message of a persistMessages batch: the fields of PersistMessageInput."
 )
@@ -186,11 +192,13 @@ class MessageInput:
         return message, ids.errors
 
 
+@compiled
 @strawberry.input(description="A normalized message, as a connector or the reply sender has it.")
 class PersistMessageInput(MessageInput):
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
+@compiled
 @strawberry.input(description="A batch of normalized messages: a backfill of history.")
 class PersistMessagesInput:
     messages: list[MessageInput] = strawberry.field(
@@ -200,6 +208,7 @@ class PersistMessagesInput:
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
+@compiled
 @strawberry.input(description="Register (or refresh) a channel account.")
 class RegisterChannelAccountInput:
     channel: Channel = strawberry.field(description="The channel of the account.")
@@ -214,6 +223,7 @@ class RegisterChannelAccountInput:
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
+@compiled
 @strawberry.input(description="Create or refresh a contact.")
 class UpsertContactInput:
     channel_account_id: strawberry.ID = strawberry.field(
@@ -231,6 +241,7 @@ class UpsertContactInput:
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
+@compiled
 @strawberry.input(description="Resolve or open the conversation of a thread.")
 class UpsertConversationInput:
     channel_account_id: strawberry.ID = strawberry.field(
@@ -251,6 +262,7 @@ class UpsertConversationInput:
     client_mutation_id: str | None = strawberry.field(default=None, description=MUTATION_ID)
 
 
+@compiled
 @strawberry.input(description="Attachment metadata that arrived after its message.")
 class AddAttachmentsInput:
     message_id: strawberry.ID = strawberry.field(
