@@ -11,13 +11,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Integer,
+    Select,
     Table,
+    bindparam,
     func,
     literal,
     literal_column,
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from omni_store.persistence.database import UnitOfWork
 
 R = TypeVar("R")
+_IDS = ARRAY(BigInteger)  # a list of ids, bound as one parameter
 
 
 # --- records -------------------------------------------------------------------------------
@@ -311,6 +315,144 @@ SELECT id, channel_account_id, idempotency_key FROM inserted
 )
 
 
+_INSERT_ATTACHMENTS = text(
+    f"""
+INSERT INTO attachments
+    (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
+     height, duration_ms, external_id, metadata)
+SELECT CAST(:tenant AS uuid), :message_id, a.position, a.kind, a.url, a.mime_type, a.size,
+       a.file_name, a.width, a.height, a.duration, a.external_id, CAST(a.metadata AS jsonb)
+FROM unnest(CAST(:positions AS integer[]), CAST(:kinds AS text[]), CAST(:urls AS text[]),
+            CAST(:mime_types AS text[]), CAST(:sizes AS bigint[]),
+            CAST(:file_names AS text[]), CAST(:widths AS integer[]),
+            CAST(:heights AS integer[]), CAST(:durations AS bigint[]),
+            CAST(:external_ids AS text[]), CAST(:metadata AS text[]))
+     WITH ORDINALITY AS a(position, kind, url, mime_type, size, file_name, width, height,
+                          duration, external_id, metadata, n)
+ORDER BY a.n
+ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
+RETURNING {", ".join(f.name for f in fields(Attachment))}
+"""
+)
+
+
+# --- statements built once ---------------------------------------------------------------------
+
+
+def _bound(table: Table, *names: str) -> dict[str, Any]:
+    """VALUES of an insert, each column bound to the parameter of its own name."""
+    return {name: bindparam(name, type_=table.c[name].type) for name in names}
+
+
+@cache
+def _upsert_contact() -> Any:
+    stmt = insert(contacts).values(
+        _bound(
+            contacts,
+            "tenant_id",
+            "channel_account_id",
+            "external_user_id",
+            "display_name",
+            "avatar_url",
+            "profile",
+        )
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "channel_account_id", "external_user_id"],
+        set_={
+            "display_name": func.coalesce(stmt.excluded.display_name, contacts.c.display_name),
+            "avatar_url": func.coalesce(stmt.excluded.avatar_url, contacts.c.avatar_url),
+            "profile": func.coalesce(stmt.excluded.profile, contacts.c.profile),
+            "updated_at": func.now(),
+        },
+    ).returning(*_columns(contacts, Contact))
+
+
+@cache
+def _upsert_conversation() -> Any:
+    stmt = insert(conversations).values(
+        _bound(
+            conversations,
+            "tenant_id",
+            "channel_account_id",
+            "channel",
+            "thread_key",
+            "external_thread_id",
+            "contact_id",
+            "last_message_at",
+        )
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "channel_account_id", "thread_key"],
+        set_={
+            "last_message_at": func.greatest(
+                conversations.c.last_message_at, stmt.excluded.last_message_at
+            ),
+            "contact_id": func.coalesce(conversations.c.contact_id, stmt.excluded.contact_id),
+            "external_thread_id": func.coalesce(
+                conversations.c.external_thread_id, stmt.excluded.external_thread_id
+            ),
+        },
+    ).returning(*_columns(conversations, Conversation))
+
+
+@cache
+def _touch_conversation() -> Any:
+    return (
+        update(conversations)
+        .where(
+            conversations.c.tenant_id == bindparam("tenant"),
+            conversations.c.id == bindparam("conversation_id"),
+            conversations.c.channel_account_id == bindparam("account_id"),
+        )
+        .values(
+            last_message_at=func.greatest(
+                conversations.c.last_message_at, bindparam("at", type_=TimestampTZ)
+            )
+        )
+        .returning(*_columns(conversations, Conversation))
+    )
+
+
+@cache
+def _account_with_replay() -> Any:
+    m = messages
+    return (
+        select(
+            *_columns(channel_accounts, ChannelAccount),
+            m.c.id.label("message_id"),
+            m.c.conversation_id,
+            m.c.contact_id,
+            m.c.content_hash,
+        )
+        .select_from(
+            channel_accounts.outerjoin(
+                m,
+                (m.c.tenant_id == channel_accounts.c.tenant_id)
+                & (m.c.channel_account_id == channel_accounts.c.id)
+                & (m.c.idempotency_key == bindparam("key")),
+            )
+        )
+        .where(
+            channel_accounts.c.tenant_id == bindparam("tenant"),
+            channel_accounts.c.id == bindparam("account_id"),
+        )
+    )
+
+
+@cache
+def _insert_message() -> Any:
+    names = [f.name for f in fields(MessageRow) if f.name != "attachments"]
+    return (
+        insert(messages)
+        .values(_bound(messages, "tenant_id", *names))
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "channel_account_id", "idempotency_key"]
+        )
+        .returning(*_columns(messages, Message))
+    )
+
+
 def _columns(table: Table, record: type) -> list[Any]:
     return [table.c[f.name] for f in fields(record)]
 
@@ -325,9 +467,56 @@ _CONVERSATION_COLUMNS = _columns(conversations, Conversation)
 _MESSAGE_COLUMNS = _columns(messages, Message)
 _ATTACHMENT_COLUMNS = _columns(attachments, Attachment)
 
+_LOCK_ACCOUNTS = (
+    select(*_ACCOUNT_COLUMNS)
+    .where(
+        channel_accounts.c.tenant_id == bindparam("tenant"),
+        channel_accounts.c.id == func.any(bindparam("ids", type_=_IDS)),
+    )
+    .order_by(channel_accounts.c.id)
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+)
+_LOCK_MESSAGE = (
+    select(messages.c.id)
+    .where(messages.c.tenant_id == bindparam("tenant"), messages.c.id == bindparam("id"))
+    .with_for_update()
+)
+_ATTACHMENTS_OF_MESSAGES = (
+    select(*_ATTACHMENT_COLUMNS)
+    .where(
+        attachments.c.tenant_id == bindparam("tenant"),
+        attachments.c.message_id == func.any(bindparam("ids", type_=_IDS)),
+    )
+    .order_by(attachments.c.message_id, attachments.c.position)
+)
 
-def _bigint_array(ids: Sequence[int]) -> Any:
-    return literal(list(ids), ARRAY(BigInteger))
+
+def _latest_messages() -> Any:
+    """The last message of each conversation of ``:ids``, one index probe each."""
+    ids = func.unnest(bindparam("ids", type_=_IDS)).table_valued("id").render_derived("c")
+    latest = (
+        select(*_MESSAGE_COLUMNS)
+        .where(messages.c.tenant_id == bindparam("tenant"), messages.c.conversation_id == ids.c.id)
+        .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
+        .limit(1)
+        .lateral("m")
+    )
+    return select(*latest.c).select_from(ids.join(latest, true()))
+
+
+_LATEST_MESSAGES = _latest_messages()
+
+
+# Statements are built once, with bind parameters, and executed with their values: building
+# a Core statement costs more CPU than PostgreSQL spends running most of them (about 0.3 ms
+# for an upsert), and every request runs several.
+@cache
+def _by_ids(table: Table, record: type) -> Select[Any]:
+    """The rows of ``record`` with the ids ``:ids`` of the tenant ``:tenant``."""
+    return select(*_columns(table, record)).where(
+        table.c.tenant_id == bindparam("tenant"),
+        table.c.id == func.any(bindparam("ids", type_=_IDS)),
+    )
 
 
 # --- keyset pagination -------------------------------------------------------------------------
@@ -346,19 +535,23 @@ class _Keyset:
     def key(self, row: Any) -> Keyset:
         return getattr(row, self.at.name), getattr(row, self.id.name)
 
-    def _cmp(self, keyset: Keyset, *, later: bool, inclusive: bool) -> ColumnElement[bool]:
-        # One row comparison: PostgreSQL turns it into an index range on (at, id).
+    def _cmp(self, cursor: str, *, later: bool, inclusive: bool) -> ColumnElement[bool]:
+        # One row comparison: PostgreSQL turns it into an index range on (at, id). The key
+        # is bound as :<cursor>_at and :<cursor>_id.
         left = tuple_(self.at, self.id)
-        right = tuple_(literal(keyset[0], TimestampTZ), literal(keyset[1], BigInteger))
+        right = tuple_(
+            bindparam(f"{cursor}_at", type_=TimestampTZ),
+            bindparam(f"{cursor}_id", type_=BigInteger),
+        )
         if later != self.descending:
             return left >= right if inclusive else left > right
         return left <= right if inclusive else left < right
 
-    def later_than(self, keyset: Keyset, *, inclusive: bool = False) -> ColumnElement[bool]:
-        return self._cmp(keyset, later=True, inclusive=inclusive)
+    def later_than(self, cursor: str, *, inclusive: bool = False) -> ColumnElement[bool]:
+        return self._cmp(cursor, later=True, inclusive=inclusive)
 
-    def earlier_than(self, keyset: Keyset, *, inclusive: bool = False) -> ColumnElement[bool]:
-        return self._cmp(keyset, later=False, inclusive=inclusive)
+    def earlier_than(self, cursor: str, *, inclusive: bool = False) -> ColumnElement[bool]:
+        return self._cmp(cursor, later=False, inclusive=inclusive)
 
     def order(self, forward: bool, source: Any = None) -> list[Any]:
         """ORDER BY of a page read forward or backward, on the table or a subquery of it."""
@@ -371,12 +564,64 @@ class _Keyset:
         return [c.asc() if ascending else c.desc() for c in cols]
 
 
+Scope = tuple[tuple[Any, Any], ...]
+"""(column, value) pairs a connection is restricted to, compared for equality."""
+
+
+@cache
+def _page_statements(
+    ks: _Keyset,
+    record: type,
+    scope: tuple[Any, ...],
+    *,
+    after: bool,
+    before: bool,
+    forward: bool,
+) -> tuple[Select[Any], Select[Any] | None]:
+    """The page statement of one shape of request, and the statement that asks, for an empty
+    page, whether anything lies behind its cursor (None without that cursor)."""
+    where = [column == bindparam(f"scope_{i}") for i, column in enumerate(scope)]
+    bounds = list(where)
+    if after:
+        bounds.append(ks.later_than("after"))
+    if before:
+        bounds.append(ks.earlier_than("before"))
+    page = (
+        select(*_columns(ks.table, record))
+        .where(*bounds)
+        .order_by(*ks.order(forward))
+        .limit(bindparam("limit", type_=Integer))
+    )
+    # The cursor on the side we came from: is anything there (its own row included)? Asked
+    # once per statement (an InitPlan) as a column of the page itself; only an empty page
+    # needs a statement of its own to ask it.
+    behind = "after" if forward else "before"
+    if not (after if forward else before):
+        return page, None
+    side = (
+        ks.earlier_than(behind, inclusive=True)
+        if forward
+        else ks.later_than(behind, inclusive=True)
+    )
+    # The nearest row behind the cursor, walking the index away from it: ordered so that
+    # only an index scan can answer it without a sort (a bare EXISTS let the planner pick a
+    # Seq Scan when one tenant held most of a table).
+    nearest = (
+        select(ks.id)
+        .where(*where, side)
+        .order_by(*ks.order(not forward))
+        .limit(1)
+        .scalar_subquery()
+    )
+    probe = nearest.is_not(None)
+    return page.add_columns(probe.label("beyond_cursor")), select(probe)
+
+
 async def _keyset_page(
     uow: UnitOfWork,
     ks: _Keyset,
     record: type[R],
-    columns: list[Any],
-    scope: list[ColumnElement[bool]],
+    scope: Scope,
     request: PageRequest,
     scope_id: int | None,
 ) -> Page[R]:
@@ -394,44 +639,29 @@ async def _keyset_page(
         if request.before is not None
         else None
     )
-    bounds = [*scope]
-    if after is not None:
-        bounds.append(ks.later_than(after))
-    if before is not None:
-        bounds.append(ks.earlier_than(before))
     size = request.size
     forward = request.forward
-    page = select(*columns).where(*bounds).order_by(*ks.order(forward)).limit(size + 1)
+    page, empty_probe = _page_statements(
+        ks,
+        record,
+        tuple(column for column, _ in scope),
+        after=after is not None,
+        before=before is not None,
+        forward=forward,
+    )
+    params: dict[str, Any] = {f"scope_{i}": value for i, (_, value) in enumerate(scope)}
+    params["limit"] = size + 1
+    for name, keyset in (("after", after), ("before", before)):
+        if keyset is not None:
+            params[f"{name}_at"], params[f"{name}_id"] = keyset
 
-    # The cursor on the side we came from: is anything there (its own row included)? Asked
-    # once per statement (an InitPlan) as a column of the page itself; only an empty page
-    # needs a statement of its own to ask it.
-    behind = after if forward else before
+    rows = list(await uow.execute(page, params))
     beyond_cursor = False
-    if behind is None:
-        rows = list(await uow.execute(page))
-    else:
-        side = (
-            ks.earlier_than(behind, inclusive=True)
-            if forward
-            else ks.later_than(behind, inclusive=True)
-        )
-        # The nearest row behind the cursor, walking the index away from it: ordered so that
-        # only an index scan can answer it without a sort (a bare EXISTS let the planner pick
-        # a Seq Scan when one tenant held most of a table).
-        nearest = (
-            select(ks.id)
-            .where(*scope, side)
-            .order_by(*ks.order(not forward))
-            .limit(1)
-            .scalar_subquery()
-        )
-        probe = nearest.is_not(None)
-        rows = list(await uow.execute(page.add_columns(probe.label("beyond_cursor"))))
+    if empty_probe is not None:
         if rows:
             beyond_cursor = bool(rows[0].beyond_cursor)
         else:
-            beyond_cursor = bool((await uow.execute(select(probe))).scalar_one())
+            beyond_cursor = bool((await uow.execute(empty_probe, params)).scalar_one())
 
     overflow = len(rows) > size
     rows = rows[:size]
@@ -455,6 +685,9 @@ class _Repository:
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
         self._tenant = uow.tenant
+
+    def _ids(self, ids: Sequence[int]) -> dict[str, Any]:
+        return {"tenant": self._tenant, "ids": list(ids)}
 
 
 class ChannelAccountRepository(_Repository):
@@ -502,35 +735,23 @@ class ChannelAccountRepository(_Repository):
         return (await self.get_many([account_id])).get(account_id)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, ChannelAccount]:
-        stmt = select(*_ACCOUNT_COLUMNS).where(
-            channel_accounts.c.tenant_id == self._tenant,
-            channel_accounts.c.id == func.any(_bigint_array(ids)),
-        )
-        return {r.id: _record(ChannelAccount, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_by_ids(channel_accounts, ChannelAccount), self._ids(ids))
+        return {r.id: _record(ChannelAccount, r) for r in rows}
 
     async def lock_many(self, ids: Sequence[int]) -> dict[int, ChannelAccount]:
         """:meth:`get_many`, holding the accounts until the transaction ends, in id order: a
         batch writer of an account waits for another to commit. ``FOR NO KEY UPDATE`` does
         not block the key-share locks that inserts referencing the account take, so single
         messages are stored meanwhile."""
-        stmt = (
-            select(*_ACCOUNT_COLUMNS)
-            .where(
-                channel_accounts.c.tenant_id == self._tenant,
-                channel_accounts.c.id == func.any(_bigint_array(ids)),
-            )
-            .order_by(channel_accounts.c.id)
-            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
-        )
-        return {r.id: _record(ChannelAccount, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_LOCK_ACCOUNTS, self._ids(ids))
+        return {r.id: _record(ChannelAccount, r) for r in rows}
 
     async def list(self, request: PageRequest) -> Page[ChannelAccount]:
         return await _keyset_page(
             self._uow,
             self._keyset,
             ChannelAccount,
-            _ACCOUNT_COLUMNS,
-            [channel_accounts.c.tenant_id == self._tenant],
+            ((channel_accounts.c.tenant_id, self._tenant),),
             request,
             None,
         )
@@ -540,24 +761,15 @@ class ContactRepository(_Repository):
     async def upsert(self, channel_account_id: int, contact: ContactInput) -> Contact:
         """The same row (same id) for the same (tenant, channel account, external user id);
         the profile fields given are refreshed, those omitted are kept."""
-        stmt = insert(contacts).values(
-            tenant_id=self._tenant,
-            channel_account_id=channel_account_id,
-            external_user_id=contact.external_user_id,
-            display_name=contact.display_name,
-            avatar_url=contact.avatar_url,
-            profile=contact.profile,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "channel_account_id", "external_user_id"],
-            set_={
-                "display_name": func.coalesce(stmt.excluded.display_name, contacts.c.display_name),
-                "avatar_url": func.coalesce(stmt.excluded.avatar_url, contacts.c.avatar_url),
-                "profile": func.coalesce(stmt.excluded.profile, contacts.c.profile),
-                "updated_at": func.now(),
-            },
-        ).returning(*_CONTACT_COLUMNS)
-        return _record(Contact, (await self._uow.execute(stmt)).one())
+        values = {
+            "tenant_id": self._tenant,
+            "channel_account_id": channel_account_id,
+            "external_user_id": contact.external_user_id,
+            "display_name": contact.display_name,
+            "avatar_url": contact.avatar_url,
+            "profile": contact.profile,
+        }
+        return _record(Contact, (await self._uow.execute(_upsert_contact(), values)).one())
 
     async def upsert_many(self, rows: Sequence[ContactRow]) -> dict[tuple[int, str], int]:
         """:meth:`upsert` for many contacts in one statement: their ids by (channel account,
@@ -583,11 +795,8 @@ class ContactRepository(_Repository):
         return (await self.get_many([contact_id])).get(contact_id)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Contact]:
-        stmt = select(*_CONTACT_COLUMNS).where(
-            contacts.c.tenant_id == self._tenant,
-            contacts.c.id == func.any(_bigint_array(ids)),
-        )
-        return {r.id: _record(Contact, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_by_ids(contacts, Contact), self._ids(ids))
+        return {r.id: _record(Contact, r) for r in rows}
 
     async def count(self) -> int:
         stmt = select(func.count()).where(contacts.c.tenant_id == self._tenant)
@@ -613,44 +822,30 @@ class ConversationRepository(_Repository):
         at: datetime,
     ) -> Conversation:
         """The same row for the same thread key; ``last_message_at`` only moves forward."""
-        stmt = insert(conversations).values(
-            tenant_id=self._tenant,
-            channel_account_id=account.id,
-            channel=account.channel,
-            thread_key=thread_key,
-            external_thread_id=external_thread_id,
-            contact_id=contact_id,
-            last_message_at=at,
+        values = {
+            "tenant_id": self._tenant,
+            "channel_account_id": account.id,
+            "channel": account.channel,
+            "thread_key": thread_key,
+            "external_thread_id": external_thread_id,
+            "contact_id": contact_id,
+            "last_message_at": at,
+        }
+        return _record(
+            Conversation, (await self._uow.execute(_upsert_conversation(), values)).one()
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "channel_account_id", "thread_key"],
-            set_={
-                "last_message_at": func.greatest(
-                    conversations.c.last_message_at, stmt.excluded.last_message_at
-                ),
-                "contact_id": func.coalesce(conversations.c.contact_id, stmt.excluded.contact_id),
-                "external_thread_id": func.coalesce(
-                    conversations.c.external_thread_id, stmt.excluded.external_thread_id
-                ),
-            },
-        ).returning(*_CONVERSATION_COLUMNS)
-        return _record(Conversation, (await self._uow.execute(stmt)).one())
 
     async def touch(
         self, conversation_id: int, *, channel_account_id: int, at: datetime
     ) -> Conversation | None:
         """Move ``last_message_at`` forward to ``at`` on a conversation of this account."""
-        stmt = (
-            update(conversations)
-            .where(
-                conversations.c.tenant_id == self._tenant,
-                conversations.c.id == conversation_id,
-                conversations.c.channel_account_id == channel_account_id,
-            )
-            .values(last_message_at=func.greatest(conversations.c.last_message_at, at))
-            .returning(*_CONVERSATION_COLUMNS)
-        )
-        row = (await self._uow.execute(stmt)).one_or_none()
+        values = {
+            "tenant": self._tenant,
+            "conversation_id": conversation_id,
+            "account_id": channel_account_id,
+            "at": at,
+        }
+        row = (await self._uow.execute(_touch_conversation(), values)).one_or_none()
         return None if row is None else _record(Conversation, row)
 
     async def upsert_many(self, rows: Sequence[ConversationRow]) -> dict[tuple[int, str], int]:
@@ -689,11 +884,8 @@ class ConversationRepository(_Repository):
         return (await self.get_many([conversation_id])).get(conversation_id)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Conversation]:
-        stmt = select(*_CONVERSATION_COLUMNS).where(
-            conversations.c.tenant_id == self._tenant,
-            conversations.c.id == func.any(_bigint_array(ids)),
-        )
-        return {r.id: _record(Conversation, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_by_ids(conversations, Conversation), self._ids(ids))
+        return {r.id: _record(Conversation, r) for r in rows}
 
     async def list(
         self,
@@ -703,13 +895,13 @@ class ConversationRepository(_Repository):
         channel_account_id: int | None = None,
     ) -> Page[Conversation]:
         """Newest activity first, (last_message_at, id) descending, keyset paginated."""
-        scope: list[ColumnElement[bool]] = [conversations.c.tenant_id == self._tenant]
+        scope: list[tuple[Any, Any]] = [(conversations.c.tenant_id, self._tenant)]
         if channel is not None:
-            scope.append(conversations.c.channel == channel.value)
+            scope.append((conversations.c.channel, channel.value))
         if channel_account_id is not None:
-            scope.append(conversations.c.channel_account_id == channel_account_id)
+            scope.append((conversations.c.channel_account_id, channel_account_id))
         return await _keyset_page(
-            self._uow, self._keyset, Conversation, _CONVERSATION_COLUMNS, scope, request, None
+            self._uow, self._keyset, Conversation, tuple(scope), request, None
         )
 
 
@@ -723,29 +915,8 @@ class MessageRepository(_Repository):
     ) -> tuple[ChannelAccount | None, Replay | None]:
         """The channel account and, if this key was stored before, what it stored: the first
         read of every persist, in one round trip."""
-        m = messages
-        stmt = (
-            select(
-                *_ACCOUNT_COLUMNS,
-                m.c.id.label("message_id"),
-                m.c.conversation_id,
-                m.c.contact_id,
-                m.c.content_hash,
-            )
-            .select_from(
-                channel_accounts.outerjoin(
-                    m,
-                    (m.c.tenant_id == channel_accounts.c.tenant_id)
-                    & (m.c.channel_account_id == channel_accounts.c.id)
-                    & (m.c.idempotency_key == idempotency_key),
-                )
-            )
-            .where(
-                channel_accounts.c.tenant_id == self._tenant,
-                channel_accounts.c.id == channel_account_id,
-            )
-        )
-        row = (await self._uow.execute(stmt)).one_or_none()
+        values = {"tenant": self._tenant, "account_id": channel_account_id, "key": idempotency_key}
+        row = (await self._uow.execute(_account_with_replay(), values)).one_or_none()
         if row is None:
             return None, None
         account = _record(ChannelAccount, row)
@@ -773,32 +944,15 @@ class MessageRepository(_Repository):
         }
 
     async def find_replay(self, channel_account_id: int, idempotency_key: str) -> Replay | None:
-        stmt = select(
-            messages.c.id,
-            messages.c.conversation_id,
-            messages.c.contact_id,
-            messages.c.content_hash,
-        ).where(
-            messages.c.tenant_id == self._tenant,
-            messages.c.channel_account_id == channel_account_id,
-            messages.c.idempotency_key == idempotency_key,
-        )
-        row = (await self._uow.execute(stmt)).one_or_none()
-        return None if row is None else Replay(row[0], row[1], row[2], bytes(row[3]))
+        key = (channel_account_id, idempotency_key)
+        return (await self.find_replays([key])).get(key)
 
     async def insert(self, row: MessageRow) -> Message | None:
         """Insert unless the idempotency key is taken (the database arbitrates concurrent
         deliveries); the stored message, or None when another delivery stored it first.
         Attachments are not written here (:meth:`AttachmentRepository.insert_many`)."""
-        stmt = (
-            insert(messages)
-            .values(tenant_id=self._tenant, **row.columns())
-            .on_conflict_do_nothing(
-                index_elements=["tenant_id", "channel_account_id", "idempotency_key"]
-            )
-            .returning(*_MESSAGE_COLUMNS)
-        )
-        stored = (await self._uow.execute(stmt)).one_or_none()
+        values = {"tenant_id": self._tenant, **row.columns()}
+        stored = (await self._uow.execute(_insert_message(), values)).one_or_none()
         return None if stored is None else _record(Message, stored)
 
     async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
@@ -852,43 +1006,26 @@ class MessageRepository(_Repository):
         return (await self.get_many([message_id])).get(message_id)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Message]:
-        stmt = select(*_MESSAGE_COLUMNS).where(
-            messages.c.tenant_id == self._tenant,
-            messages.c.id == func.any(_bigint_array(ids)),
-        )
-        return {r.id: _record(Message, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_by_ids(messages, Message), self._ids(ids))
+        return {r.id: _record(Message, r) for r in rows}
 
     async def timeline(self, conversation_id: int, request: PageRequest) -> Page[Message]:
         """Chronological by (channel_timestamp, id); cursors belong to this conversation."""
-        scope = [
-            messages.c.tenant_id == self._tenant,
-            messages.c.conversation_id == conversation_id,
-        ]
-        return await _keyset_page(
-            self._uow, self._keyset, Message, _MESSAGE_COLUMNS, scope, request, conversation_id
+        scope = (
+            (messages.c.tenant_id, self._tenant),
+            (messages.c.conversation_id, conversation_id),
         )
+        return await _keyset_page(self._uow, self._keyset, Message, scope, request, conversation_id)
 
     async def latest_by_conversations(self, conversation_ids: Sequence[int]) -> dict[int, Message]:
         """The last message of each conversation, one index probe each, in one statement."""
-        ids = func.unnest(_bigint_array(conversation_ids)).table_valued("id").render_derived("c")
-        latest = (
-            select(*_MESSAGE_COLUMNS)
-            .where(messages.c.tenant_id == self._tenant, messages.c.conversation_id == ids.c.id)
-            .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
-            .limit(1)
-            .lateral("m")
-        )
-        stmt = select(*latest.c).select_from(ids.join(latest, true()))
-        return {r.conversation_id: _record(Message, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_LATEST_MESSAGES, self._ids(conversation_ids))
+        return {r.conversation_id: _record(Message, r) for r in rows}
 
     async def lock(self, message_id: int) -> bool:
         """Lock the message row (serializes appends to its attachments); False if absent."""
-        stmt = (
-            select(messages.c.id)
-            .where(messages.c.tenant_id == self._tenant, messages.c.id == message_id)
-            .with_for_update()
-        )
-        return (await self._uow.execute(stmt)).scalar_one_or_none() is not None
+        found = await self._uow.execute(_LOCK_MESSAGE, {"tenant": self._tenant, "id": message_id})
+        return found.scalar_one_or_none() is not None
 
 
 class AttachmentRepository(_Repository):
@@ -898,51 +1035,34 @@ class AttachmentRepository(_Repository):
         """Append metadata in order; an external id already stored on the message is skipped."""
         if not items:
             return []
-        rows = [
+        result = await self._uow.execute(
+            _INSERT_ATTACHMENTS,
             {
-                "tenant_id": self._tenant,
+                "tenant": self._tenant,
                 "message_id": message_id,
-                "position": start_position + index,
-                "kind": str(a.kind),
-                "url": a.url,
-                "mime_type": a.mime_type,
-                "size_bytes": a.size_bytes,
-                "file_name": a.file_name,
-                "width": a.width,
-                "height": a.height,
-                "duration_ms": a.duration_ms,
-                "external_id": a.external_id,
-                "metadata": a.metadata,
-            }
-            for index, a in enumerate(items)
-        ]
-        stmt = (
-            insert(attachments)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "message_id", "external_id"])
-            .returning(*_ATTACHMENT_COLUMNS)
+                "positions": [start_position + index for index in range(len(items))],
+                "kinds": [str(a.kind) for a in items],
+                "urls": [a.url for a in items],
+                "mime_types": [a.mime_type for a in items],
+                "sizes": [a.size_bytes for a in items],
+                "file_names": [a.file_name for a in items],
+                "widths": [a.width for a in items],
+                "heights": [a.height for a in items],
+                "durations": [a.duration_ms for a in items],
+                "external_ids": [a.external_id for a in items],
+                "metadata": [_json_text(a.metadata) for a in items],
+            },
         )
-        stored = [_record(Attachment, r) for r in await self._uow.execute(stmt)]
+        stored = [_record(Attachment, r) for r in result]
         return sorted(stored, key=lambda a: a.position)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Attachment]:
-        stmt = select(*_ATTACHMENT_COLUMNS).where(
-            attachments.c.tenant_id == self._tenant,
-            attachments.c.id == func.any(_bigint_array(ids)),
-        )
-        return {r.id: _record(Attachment, r) for r in await self._uow.execute(stmt)}
+        rows = await self._uow.execute(_by_ids(attachments, Attachment), self._ids(ids))
+        return {r.id: _record(Attachment, r) for r in rows}
 
     async def by_messages(self, message_ids: Sequence[int]) -> dict[int, list[Attachment]]:
-        stmt = (
-            select(*_ATTACHMENT_COLUMNS)
-            .where(
-                attachments.c.tenant_id == self._tenant,
-                attachments.c.message_id == func.any(_bigint_array(message_ids)),
-            )
-            .order_by(attachments.c.message_id, attachments.c.position)
-        )
         grouped: dict[int, list[Attachment]] = {}
-        for r in await self._uow.execute(stmt):
+        for r in await self._uow.execute(_ATTACHMENTS_OF_MESSAGES, self._ids(message_ids)):
             grouped.setdefault(r.message_id, []).append(_record(Attachment, r))
         return grouped
 

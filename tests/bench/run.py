@@ -1401,7 +1401,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pool-size", type=int, default=10, help="service's, raw's and peer's")
     parser.add_argument(
-        "--batch", type=int, default=BATCH_SIZE, help="messages per persistMessages request"
+        "--batch", type=int, default=100, help="messages per persistMessages request"
     )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
@@ -1424,7 +1424,7 @@ def main(argv: list[str] | None = None) -> None:
         help="extra options of tests.bench.serve (levers), e.g. '--loop uvloop --http httptools'",
     )
     args = parser.parse_args(argv)
-    global BATCH_SIZE
+    global BATCH_SIZE  # read by every Actions built below
     BATCH_SIZE = args.batch
     messages = parse_scale(args.messages)
     workloads = [w for w in args.workloads.split(",") if w]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.contract import ContactInput
@@ -19,9 +20,16 @@ from omni_store.persistence.cursors import PageRequest
 from omni_store.persistence.database import Database, UnitOfWork
 from omni_store.persistence.enums import Channel, ErrorCode
 from omni_store.persistence.errors import NotFound
+from omni_store.persistence.repositories import (
+    ChannelAccount,
+    ContactRow,
+    ConversationRow,
+    MessageRow,
+)
 from omni_store.persistence.service import (
     add_attachments,
     persist_message,
+    persist_messages,
     upsert_contact,
     upsert_conversation,
 )
@@ -104,6 +112,11 @@ async def _account_get_many(uow: UnitOfWork, a: World, b: World) -> tuple[Any, A
     return sorted(found), [b.account_ids[0]]
 
 
+async def _account_lock_many(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    found = await uow.channel_accounts.lock_many([*a.account_ids, b.account_ids[1]])
+    return sorted(found), [b.account_ids[1]]
+
+
 async def _account_list(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     page = await uow.channel_accounts.list(PageRequest(first=100))
     return [x.id for x in page.items], list(b.account_ids)
@@ -153,6 +166,11 @@ async def _conversation_touch(uow: UnitOfWork, a: World, b: World) -> tuple[Any,
     return touched, None
 
 
+async def _conversation_touch_many(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    # A's conversations are not touched (the rows of both tenants are compared after it).
+    return await uow.conversations.touch_many({c: at(30) for c in a.conversation_ids}), None
+
+
 async def _message_get(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.get(a.message_ids[0]), None
 
@@ -185,6 +203,13 @@ async def _message_find_replay(uow: UnitOfWork, a: World, b: World) -> tuple[Any
     return await uow.messages.find_replay(a.account_ids[0], a.key), None
 
 
+async def _message_find_replays(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    found = await uow.messages.find_replays([(a.account_ids[0], a.key), (b.account_ids[0], b.key)])
+    return {k: r.message_id for k, r in found.items()}, {
+        (b.account_ids[0], b.key): b.message_ids[0]
+    }
+
+
 async def _message_lock(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.lock(a.message_ids[0]), False
 
@@ -203,6 +228,7 @@ async def _attachments_stats(uow: UnitOfWork, a: World, b: World) -> tuple[Any, 
 READS: list[ReadCase] = [
     _account_get,
     _account_get_many,
+    _account_lock_many,
     _account_list,
     _contact_get,
     _contact_get_many,
@@ -213,6 +239,7 @@ READS: list[ReadCase] = [
     _conversation_list_by_account,
     _conversation_list_by_channel,
     _conversation_touch,
+    _conversation_touch_many,
     _message_get,
     _message_get_many,
     _message_timeline,
@@ -220,6 +247,7 @@ READS: list[ReadCase] = [
     _message_latest,
     _message_account_with_replay,
     _message_find_replay,
+    _message_find_replays,
     _message_lock,
     _attachments_by_messages,
     _attachments_stats,
@@ -362,6 +390,20 @@ async def _add_attachments_to_their_message(db: Database, a: World, b: World) ->
     return await add_attachments(db, b.tenant, a.message_ids[0], [attachment(external_id="x")])
 
 
+async def _batch_on_their_account_and_conversation(db: Database, a: World, b: World) -> object:
+    outcomes = await persist_messages(
+        db,
+        b.tenant,
+        [
+            inbound(account_id=a.account_ids[0], external_message_id="m-new"),
+            outbound(account_id=b.account_ids[0], conversation_id=a.conversation_ids[0]),
+        ],
+    )
+    errors = [e for o in outcomes if isinstance(o, NotFound) for e in o.errors]
+    assert len(errors) == len(outcomes) == 2
+    raise NotFound(errors[:1])  # the first, as the other cases raise theirs
+
+
 WRITES: list[tuple[WriteCase, tuple[str, ...]]] = [
     (_persist_on_their_account, ("channelAccountId",)),
     (_replay_their_event, ("channelAccountId",)),
@@ -370,6 +412,7 @@ WRITES: list[tuple[WriteCase, tuple[str, ...]]] = [
     (_upsert_contact_on_their_account, ("channelAccountId",)),
     (_upsert_conversation_on_their_account, ("channelAccountId",)),
     (_add_attachments_to_their_message, ("messageId",)),
+    (_batch_on_their_account_and_conversation, ("channelAccountId",)),
 ]
 
 
@@ -398,6 +441,76 @@ async def test_service_calls_under_another_tenant_are_not_found_and_write_nothin
     assert await row_counts(engine) == counts
     assert await tenant_rows(engine, a.tenant) == rows_a
     assert await tenant_rows(engine, b.tenant) == rows_b
+
+
+# --- batch writes: the database refuses another tenant's references ------------------------
+
+
+async def _contacts_upsert_many(uow: UnitOfWork, a: World) -> object:
+    return await uow.contacts.upsert_many(
+        [ContactRow(a.account_ids[0], ContactInput(external_user_id="U-1", display_name="X"))]
+    )
+
+
+async def _conversations_upsert_many(uow: UnitOfWork, a: World) -> object:
+    theirs = ChannelAccount(a.tenant, a.account_ids[0], "LINE", "oa-1", None, 86400, at(0))
+    return await uow.conversations.upsert_many(
+        [ConversationRow(theirs, "t:thread-1", "thread-1", a.contact_id, at(30))]
+    )
+
+
+async def _messages_insert_many(uow: UnitOfWork, a: World) -> object:
+    return await uow.messages.insert_many(
+        [
+            MessageRow(
+                channel_account_id=a.account_ids[0],
+                conversation_id=a.conversation_ids[0],
+                contact_id=a.contact_id,
+                direction="INBOUND",
+                sender_type="CONTACT",
+                sender_external_id="U-1",
+                sender_display_name=None,
+                sender_avatar_url=None,
+                content_type="TEXT",
+                content_text="hello",
+                content_struct=None,
+                external_message_id="m-new",
+                idempotency_key="m-new",
+                reply_to_external_message_id=None,
+                channel_timestamp=at(30),
+                status="RECEIVED",
+                content_hash=b"0" * 32,
+                attachments=[attachment(external_id="x")],
+            )
+        ]
+    )
+
+
+BATCH_WRITES = [_contacts_upsert_many, _conversations_upsert_many, _messages_insert_many]
+
+
+@pytest.mark.parametrize("write", BATCH_WRITES, ids=[w.__name__.lstrip("_") for w in BATCH_WRITES])
+async def test_batch_writes_naming_another_tenants_rows_are_refused_and_write_nothing(
+    db: Database,
+    engine: AsyncEngine,
+    worlds: tuple[World, World],
+    write: Callable[[UnitOfWork, World], Awaitable[object]],
+) -> None:
+    # Given tenants A and B with look-alike data
+    a, b = worlds
+    counts = await row_counts(engine)
+    rows_a = await tenant_rows(engine, a.tenant)
+
+    # When B's unit of work writes rows that name A's account (the service never does: it
+    # finds A's ids missing first; this is the database's own line of defence)
+    with pytest.raises(IntegrityError) as refused:
+        async with db.transaction(b.tenant) as uow:
+            await write(uow, a)
+
+    # Then the foreign key (tenant, account) refuses them, and nothing was written
+    assert getattr(refused.value.orig, "sqlstate", None) == "23503"  # foreign_key_violation
+    assert await row_counts(engine) == counts
+    assert await tenant_rows(engine, a.tenant) == rows_a
 
 
 async def test_look_alike_events_of_two_tenants_are_stored_apart(
