@@ -467,15 +467,16 @@ _CONVERSATION_COLUMNS = _columns(conversations, Conversation)
 _MESSAGE_COLUMNS = _columns(messages, Message)
 _ATTACHMENT_COLUMNS = _columns(attachments, Attachment)
 
-_LOCK_ACCOUNTS = (
+_ACCOUNTS_IN_ID_ORDER = (
     select(*_ACCOUNT_COLUMNS)
     .where(
         channel_accounts.c.tenant_id == bindparam("tenant"),
         channel_accounts.c.id == func.any(bindparam("ids", type_=_IDS)),
     )
     .order_by(channel_accounts.c.id)
-    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
 )
+_SHARE_ACCOUNTS = _ACCOUNTS_IN_ID_ORDER.with_for_update(read=True)  # FOR SHARE
+_LOCK_ACCOUNTS = _ACCOUNTS_IN_ID_ORDER.with_for_update(key_share=True)  # FOR NO KEY UPDATE
 _LOCK_MESSAGE = (
     select(messages.c.id)
     .where(messages.c.tenant_id == bindparam("tenant"), messages.c.id == bindparam("id"))
@@ -738,12 +739,16 @@ class ChannelAccountRepository(_Repository):
         rows = await self._uow.execute(_by_ids(channel_accounts, ChannelAccount), self._ids(ids))
         return {r.id: _record(ChannelAccount, r) for r in rows}
 
-    async def lock_many(self, ids: Sequence[int]) -> dict[int, ChannelAccount]:
-        """:meth:`get_many`, holding the accounts until the transaction ends, in id order: a
-        batch writer of an account waits for another to commit. ``FOR NO KEY UPDATE`` does
-        not block the key-share locks that inserts referencing the account take, so single
-        messages are stored meanwhile."""
-        rows = await self._uow.execute(_LOCK_ACCOUNTS, self._ids(ids))
+    async def lock_many(
+        self, ids: Sequence[int], *, exclusive: bool = False
+    ) -> dict[int, ChannelAccount]:
+        """:meth:`get_many`, holding the accounts until the transaction ends, locked in id
+        order: shared (``FOR SHARE``: batch writers of an account run side by side), or
+        exclusive (``FOR NO KEY UPDATE``: one waits for all others to commit, and they for
+        it). Neither blocks the key-share locks that inserts referencing the account take, so
+        single messages are stored meanwhile."""
+        statement = _LOCK_ACCOUNTS if exclusive else _SHARE_ACCOUNTS
+        rows = await self._uow.execute(statement, self._ids(ids))
         return {r.id: _record(ChannelAccount, r) for r in rows}
 
     async def list(self, request: PageRequest) -> Page[ChannelAccount]:

@@ -421,7 +421,8 @@ async def persist_messages(
     for attempt in range(1, _BATCH_ATTEMPTS + 1):
         try:
             async with db.transaction(tenant) as uow:
-                outcomes.update(await _persist_batch(uow, items))
+                last = attempt == _BATCH_ATTEMPTS
+                outcomes.update(await _persist_batch(uow, items, exclusive=last))
             return [outcomes[index] for index in range(len(messages))]
         except _DuplicateRace:
             # Rolled back whole; the next attempt sees what the other delivery stored as replays.
@@ -435,16 +436,21 @@ async def persist_messages(
     raise AssertionError("unreachable")
 
 
-async def _persist_batch(uow: UnitOfWork, items: Sequence[_Item]) -> dict[int, Outcome]:
+async def _persist_batch(
+    uow: UnitOfWork, items: Sequence[_Item], *, exclusive: bool
+) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
     if not items:
         return outcomes
 
-    # 1. What exists: the accounts, earlier deliveries, the conversations replies name. Batches
-    # of one account are written one after the other (the accounts stay locked until commit),
-    # so a batch never races another for a key: it sees the other's messages as replays. It
-    # may still race a single persistMessage; that is rare, and retried by the caller.
-    accounts = await uow.channel_accounts.lock_many(sorted({i.account_id for i in items}))
+    # 1. What exists: the accounts, earlier deliveries, the conversations replies name.
+    # Batches of one account run side by side, holding the account shared: their keys rarely
+    # meet, and when another delivery stores a key between this one's read and its insert,
+    # the caller rolls back and runs again. The last attempt holds the accounts exclusively
+    # until commit, so no other batch can race it (only a single persistMessage, rarely).
+    accounts = await uow.channel_accounts.lock_many(
+        sorted({i.account_id for i in items}), exclusive=exclusive
+    )
     known = [i for i in items if i.account_id in accounts]
     for item in items:
         if item.account_id not in accounts:

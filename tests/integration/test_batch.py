@@ -702,3 +702,38 @@ async def test_attachments_of_a_batch_keep_their_order_and_fields(
         )
         for k in range(3)
     ]
+
+
+async def test_batches_share_an_account_until_one_takes_it_exclusively(
+    db: Database, engine: AsyncEngine, tenant: TenantId
+) -> None:
+    # Given a batch writer holding its account shared
+    account = await channel_account(db, tenant)
+    async with db.transaction(tenant) as first:
+        assert list(await first.channel_accounts.lock_many([account.id])) == [account.id]
+
+        # Then another shares it at once, and a single message is stored meanwhile
+        async with db.transaction(tenant) as second:
+            assert list(await second.channel_accounts.lock_many([account.id])) == [account.id]
+        single = await asyncio.wait_for(
+            persist_message(db, tenant, inbound(account_id=account.id)), timeout=5
+        )
+        assert single.deduplicated is False
+
+        # But an exclusive taker (a batch on its last attempt) waits for the sharer to commit
+        async def exclusive() -> list[int]:
+            async with db.transaction(tenant) as uow:
+                return list(await uow.channel_accounts.lock_many([account.id], exclusive=True))
+
+        taker = asyncio.create_task(exclusive())
+        await _waiting_on_a_lock(engine)
+        assert not taker.done()
+    assert await asyncio.wait_for(taker, timeout=5) == [account.id]
+
+    # And while it is held exclusively, single messages are still stored
+    async with db.transaction(tenant) as holder:
+        await holder.channel_accounts.lock_many([account.id], exclusive=True)
+        single = await asyncio.wait_for(
+            persist_message(db, tenant, inbound(account_id=account.id)), timeout=5
+        )
+        assert single.deduplicated is False
