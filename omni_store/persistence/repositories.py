@@ -8,7 +8,7 @@ method can run unscoped. Repositories never commit: the unit of work does.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
@@ -242,13 +242,6 @@ ON CONFLICT (tenant_id, channel_account_id, thread_key) DO UPDATE SET
     contact_id = COALESCE(c.contact_id, EXCLUDED.contact_id),
     external_thread_id = COALESCE(c.external_thread_id, EXCLUDED.external_thread_id)
 RETURNING c.id, c.channel_account_id, c.thread_key
-"""
-)
-_TOUCH_CONVERSATIONS = text(
-    """
-UPDATE conversations AS c SET last_message_at = GREATEST(c.last_message_at, v.at)
-FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[])) AS v(id, at)
-WHERE c.tenant_id = CAST(:tenant AS uuid) AND c.id = v.id
 """
 )
 _FIND_REPLAYS = text(
@@ -873,17 +866,6 @@ class ConversationRepository(_Repository):
             },
         )
         return {(account_id, key): id_ for id_, account_id, key in result}
-
-    async def touch_many(self, latest: Mapping[int, datetime]) -> None:
-        """:meth:`touch` for many conversations (already checked to be the right accounts'),
-        each to its latest time, in id order."""
-        if not latest:
-            return
-        ids = sorted(latest)
-        await self._uow.execute(
-            _TOUCH_CONVERSATIONS,
-            {"tenant": self._tenant, "ids": ids, "ats": [latest[i] for i in ids]},
-        )
 
     async def get(self, conversation_id: int) -> Conversation | None:
         return (await self.get_many([conversation_id])).get(conversation_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,8 @@ from omni_store.persistence.repositories import (
 )
 from omni_store.persistence.tenancy import TenantId
 from omni_store.persistence.threads import thread_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,13 +429,20 @@ async def persist_messages(
             return [outcomes[index] for index in range(len(messages))]
         except _DuplicateRace:
             # Rolled back whole; the next attempt sees what the other delivery stored as replays.
+            log.info(
+                "batch of %d rolled back (attempt %d): a key was stored meanwhile",
+                len(items),
+                attempt,
+            )
             if attempt == _BATCH_ATTEMPTS:
                 raise ConcurrentWrites from None
         except DBAPIError as error:
-            if attempt == _BATCH_ATTEMPTS or getattr(error.orig, "sqlstate", None) not in (
-                _RETRY_SQLSTATES
-            ):
+            sqlstate = getattr(error.orig, "sqlstate", None)
+            if attempt == _BATCH_ATTEMPTS or sqlstate not in _RETRY_SQLSTATES:
                 raise
+            log.info(
+                "batch of %d rolled back (attempt %d): SQLSTATE %s", len(items), attempt, sqlstate
+            )
     raise AssertionError("unreachable")
 
 
@@ -485,8 +495,11 @@ async def _persist_batch(
         else:
             writers[item.key] = item
 
-    # 3. Contacts, then conversations (by thread, or the named ones touched), then messages
-    # with their attachments: each one statement for the whole batch.
+    # 3. Contacts, then conversations, then messages with their attachments: each one
+    # statement for the whole batch, rows in key order. The conversations replies name are
+    # moved forward by the same upsert as those found by thread (they exist, so it only
+    # updates them): every batch then locks conversation rows in one order, where an upsert
+    # by thread followed by an update by id let two batches wait for each other.
     threaded = [i for i in writers.values() if i.message.conversation_id is None]
     contacts: dict[tuple[int, str], ContactInput] = {}
     for item in threaded:
@@ -499,62 +512,50 @@ async def _persist_batch(
     )
 
     threads: dict[tuple[int, str], ConversationRow] = {}
-    thread_of: dict[int, tuple[int, str]] = {}
-    for item in threaded:
+    placed: dict[tuple[int, str], tuple[tuple[int, str], int | None]] = {}
+    for key, item in writers.items():
         account = accounts[item.account_id]
         message = item.message
-        assert message.contact is not None and message.contact.external_user_id is not None
         assert message.channel_timestamp is not None
-        contact_id = contact_ids[(account.id, message.contact.external_user_id)]
-        key = thread_key(
-            external_thread_id=message.external_thread_id,
-            external_user_id=message.contact.external_user_id,
-            channel_timestamp=message.channel_timestamp,
-            window_seconds=account.fallback_window_seconds,
-        )
-        thread_of[item.index] = (account.id, key)
-        earlier = threads.get((account.id, key))
-        threads[(account.id, key)] = (
-            ConversationRow(
-                account, key, message.external_thread_id, contact_id, message.channel_timestamp
+        named = message.conversation_id
+        if named is not None:
+            thread = conversations[named].thread_key
+            row = ConversationRow(account, thread, None, None, message.channel_timestamp)
+            contact_id = conversations[named].contact_id
+        else:
+            assert message.contact is not None and message.contact.external_user_id is not None
+            contact_id = contact_ids[(account.id, message.contact.external_user_id)]
+            thread = thread_key(
+                external_thread_id=message.external_thread_id,
+                external_user_id=message.contact.external_user_id,
+                channel_timestamp=message.channel_timestamp,
+                window_seconds=account.fallback_window_seconds,
             )
+            row = ConversationRow(
+                account, thread, message.external_thread_id, contact_id, message.channel_timestamp
+            )
+        placed[key] = ((account.id, thread), contact_id)
+        earlier = threads.get((account.id, thread))
+        threads[(account.id, thread)] = (
+            row
             if earlier is None
             else dataclasses.replace(
                 earlier,
                 # Stored values win over later ones, as in ConversationRepository.upsert.
-                external_thread_id=earlier.external_thread_id or message.external_thread_id,
+                external_thread_id=earlier.external_thread_id or row.external_thread_id,
                 contact_id=earlier.contact_id if earlier.contact_id is not None else contact_id,
-                at=max(earlier.at, message.channel_timestamp),
+                at=max(earlier.at, row.at),
             )
         )
     conversation_ids = await uow.conversations.upsert_many(list(threads.values()))
 
-    latest: dict[int, datetime] = {}
-    for item in writers.values():
-        conversation_id = item.message.conversation_id
-        at = item.message.channel_timestamp
-        if conversation_id is not None and at is not None:
-            latest[conversation_id] = max(latest.get(conversation_id, at), at)
-    await uow.conversations.touch_many(latest)
-
-    placed: dict[tuple[int, str], tuple[int, int | None]] = {}
-    for key, item in writers.items():
-        message = item.message
-        if message.conversation_id is not None:
-            placed[key] = (
-                message.conversation_id,
-                conversations[message.conversation_id].contact_id,
-            )
-        else:
-            assert message.contact is not None and message.contact.external_user_id is not None
-            placed[key] = (
-                conversation_ids[thread_of[item.index]],
-                contact_ids[(item.account_id, message.contact.external_user_id)],
-            )
     inserted = await uow.messages.insert_many(
         [
             _message_row(
-                item.message, item.digest, conversation_id=placed[key][0], contact_id=placed[key][1]
+                item.message,
+                item.digest,
+                conversation_id=conversation_ids[placed[key][0]],
+                contact_id=placed[key][1],
             )
             for key, item in writers.items()
         ]
@@ -563,7 +564,10 @@ async def _persist_batch(
         raise _DuplicateRace
 
     for key, item in writers.items():
-        outcomes[item.index] = PersistResult(inserted[key], *placed[key], False)
+        thread, contact_id = placed[key]
+        outcomes[item.index] = PersistResult(
+            inserted[key], conversation_ids[thread], contact_id, False
+        )
     for item in followers:
         stored = outcomes[writers[item.key].index]
         assert isinstance(stored, PersistResult)

@@ -9,6 +9,7 @@ timestamps, one refused message blocking none of the others, tenancy, and concur
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -737,3 +738,54 @@ async def test_batches_share_an_account_until_one_takes_it_exclusively(
             persist_message(db, tenant, inbound(account_id=account.id)), timeout=5
         )
         assert single.deduplicated is False
+
+
+async def test_crossing_batches_do_not_deadlock(
+    db: Database, engine: AsyncEngine, tenant: TenantId, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two groups of conversations, and batches that each bring messages found by thread
+    # to one group and replies naming the other, half of them in each direction
+    account = await channel_account(db, tenant)
+    groups = {
+        name: [
+            (
+                await persist_message(
+                    db, tenant, inbound(account_id=account.id, thread=t, external_user_id=f"U-{t}")
+                )
+            ).conversation_id
+            for t in (f"{name}-{k}" for k in range(10))
+        ]
+        for name in ("p", "q")
+    }
+
+    def crossing(n: int, threads: str, replies: str) -> list[NormalizedMessage]:
+        return [
+            *(
+                inbound(
+                    account_id=account.id,
+                    thread=f"{threads}-{k}",
+                    external_user_id=f"U-{threads}-{k}",  # no contact shared across groups
+                    when=at(n),
+                )
+                for k in range(10)
+            ),
+            *(
+                outbound(account_id=account.id, conversation_id=c, when=at(n))
+                for c in groups[replies]
+            ),
+        ]
+
+    batches = [crossing(n, "p", "q") if n % 2 else crossing(n, "q", "p") for n in range(1, 21)]
+    before = await row_counts(engine)
+
+    # When they all run at once
+    with caplog.at_level(logging.INFO, logger="omni_store.persistence.service"):
+        results = await asyncio.gather(*(persist_messages(db, tenant, b) for b in batches))
+
+    # Then all are stored, and PostgreSQL never had to break a deadlock between them
+    assert all(isinstance(o, PersistResult) for outcomes in results for o in outcomes)
+    assert _delta(before, await row_counts(engine)) == {"messages": 400}
+    assert [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()] == []
+    async with db.transaction(tenant) as uow:
+        found = await uow.conversations.get_many(groups["p"] + groups["q"])
+    assert {c.last_message_at for c in found.values()} == {at(20)}

@@ -166,11 +166,6 @@ async def _conversation_touch(uow: UnitOfWork, a: World, b: World) -> tuple[Any,
     return touched, None
 
 
-async def _conversation_touch_many(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
-    # A's conversations are not touched (the rows of both tenants are compared after it).
-    return await uow.conversations.touch_many({c: at(30) for c in a.conversation_ids}), None
-
-
 async def _message_get(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.get(a.message_ids[0]), None
 
@@ -239,7 +234,6 @@ READS: list[ReadCase] = [
     _conversation_list_by_account,
     _conversation_list_by_channel,
     _conversation_touch,
-    _conversation_touch_many,
     _message_get,
     _message_get_many,
     _message_timeline,
