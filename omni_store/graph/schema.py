@@ -617,6 +617,7 @@ _LIMIT_RULES = [
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     from strawberry.extensions import DisableIntrospection
 
+    from omni_store.graph.execution import install_plain_attributes
     from omni_store.graph.extensions import CachedParse, CloseReadScope
 
     # Factories: each request gets fresh extension instances.
@@ -631,9 +632,13 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    schema = strawberry.Schema(
         query=Query,
         mutation=Mutation,
         types=[ChannelAccount, Contact, Conversation, Message],
         extensions=extensions,  # type: ignore[arg-type]
     )
+    # Most fields of a page are attributes of the objects the resolvers built: read them
+    # without Strawberry's per-field wrapper.
+    install_plain_attributes(schema)
+    return schema
