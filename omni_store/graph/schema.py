@@ -617,7 +617,7 @@ _LIMIT_RULES = [
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     from strawberry.extensions import DisableIntrospection
 
-    from omni_store.graph.execution import install_plain_attributes
+    from omni_store.graph.execution import PlainFieldExecutor, install_plain_attributes
     from omni_store.graph.extensions import CachedParse, CloseReadScope
 
     # Factories: each request gets fresh extension instances.
@@ -637,8 +637,9 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         types=[ChannelAccount, Contact, Conversation, Message],
         extensions=extensions,  # type: ignore[arg-type]
+        execution_context_class=PlainFieldExecutor,
     )
     # Most fields of a page are attributes of the objects the resolvers built: read them
-    # without Strawberry's per-field wrapper.
+    # without Strawberry's per-field wrapper, and their scalars without graphql-core's.
     install_plain_attributes(schema)
     return schema
