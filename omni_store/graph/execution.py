@@ -1,11 +1,13 @@
 """Cheaper execution of plain fields: most of a read page's fields are attributes of the
 objects the resolvers built (``Message.direction``, ``Attachment.url``, ...), and executing
 each one cost more in Strawberry's and graphql-core's generic machinery than the attribute
-read itself."""
+read itself. The relations (``Message.sender``, ...) are methods taking only ``self`` and
+``info``, called through a chain built for resolvers with arguments and extensions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import Parameter
 from typing import Any
 
 import strawberry
@@ -20,6 +22,8 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import Info
+from strawberry.types.field import StrawberryField
 
 
 class PlainAttribute:
@@ -41,15 +45,60 @@ class PlainAttribute:
         return getattr(source, self.python_name)
 
 
+class PlainMethod:
+    """The resolver of a field whose own resolver takes ``self`` and possibly ``info``, and
+    nothing else (``Message.sender``, ``Conversation.contact``, ...).
+
+    Strawberry calls such a resolver through a chain built for the general case: it
+    converts the (absent) arguments, sorts out which reserved parameters the resolver
+    wants, wraps the call for field extensions (none here) and, for an async resolver,
+    awaits it inside one more coroutine. This builds the same Strawberry ``Info`` and calls
+    the resolver with the same arguments; an awaitable result is left to graphql-core."""
+
+    __slots__ = ("field", "func", "info_class", "wants_info")
+
+    def __init__(self, field: StrawberryField, info_class: type[Info], wants_info: bool) -> None:
+        assert field.base_resolver is not None
+        self.field = field
+        self.func = field.base_resolver.wrapped_func
+        self.info_class = info_class
+        self.wants_info = wants_info
+
+    def __call__(self, source: Any, info: GraphQLResolveInfo) -> Any:
+        if self.wants_info:
+            return self.func(source, self.info_class(_raw_info=info, _field=self.field))
+        return self.func(source)
+
+
+def _method_resolver(field: StrawberryField, info_class: type[Info]) -> PlainMethod | None:
+    """A :class:`PlainMethod` for ``field`` if its resolver is a plain method taking ``self``
+    and, as its second positional parameter, ``info``; None otherwise."""
+    resolver = field.base_resolver
+    if resolver is None or field.extensions or field.arguments:
+        return None
+    if resolver.self_parameter is None or resolver.parent_parameter or resolver.root_parameter:
+        return None
+    parameters = list(resolver.signature.parameters.values())
+    positional = (Parameter.POSITIONAL_ONLY, Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind not in positional for p in parameters):
+        return None
+    if parameters == [resolver.self_parameter]:
+        return PlainMethod(field, info_class, wants_info=False)
+    if parameters == [resolver.self_parameter, resolver.info_parameter]:
+        return PlainMethod(field, info_class, wants_info=True)
+    return None
+
+
 def install_plain_attributes(schema: strawberry.Schema) -> int:
     """Give every field of ``schema`` that only reads an attribute a :class:`PlainAttribute`
-    resolver; returns how many fields got one.
+    resolver, and every field whose resolver only takes ``self`` (and ``info``) a
+    :class:`PlainMethod`; returns how many fields got one.
 
-    Only Strawberry's "basic" fields qualify: no resolver of their own, no field extensions
-    (permission classes are extensions) and no arguments, read with the configured default
-    resolver, which must be ``getattr``. A schema with exception handlers is left alone (its
-    fields may be wrapped to call them). The python name is read from the Strawberry field:
-    the GraphQL name is its camelCase form (``display_name`` is ``displayName``)."""
+    Only fields without field extensions (permission classes are extensions) and without
+    arguments qualify; attributes must be read with the configured default resolver, which
+    must be ``getattr``. A schema with exception handlers is left alone (its fields may be
+    wrapped to call them). The python name is read from the Strawberry field: the GraphQL
+    name is its camelCase form (``display_name`` is ``displayName``)."""
     if schema.config.default_resolver is not getattr or schema.exception_handlers:
         return 0
     installed = 0
@@ -58,13 +107,17 @@ def install_plain_attributes(schema: strawberry.Schema) -> int:
             continue
         for name, graphql_field in graphql_type.fields.items():
             field = schema.get_field_for_type(name, graphql_type.name)
-            if field is None or not field.is_basic_field or field.arguments:
+            if field is None:
                 continue
-            nullable = not is_non_null_type(graphql_field.type)
-            named = graphql_field.type if nullable else graphql_field.type.of_type  # type: ignore[attr-defined]
-            leaf_type = named if is_leaf_type(named) else None
-            graphql_field.resolve = PlainAttribute(field.python_name, leaf_type, nullable)
-            installed += 1
+            if field.is_basic_field and not field.arguments:
+                nullable = not is_non_null_type(graphql_field.type)
+                named = graphql_field.type if nullable else graphql_field.type.of_type  # type: ignore[attr-defined]
+                leaf_type = named if is_leaf_type(named) else None
+                graphql_field.resolve = PlainAttribute(field.python_name, leaf_type, nullable)
+                installed += 1
+            elif method := _method_resolver(field, schema.config.info_class):
+                graphql_field.resolve = method
+                installed += 1
     return installed
 
 

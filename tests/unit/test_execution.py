@@ -1,6 +1,7 @@
 """Plain fields read without Strawberry's wrapper and completed without graphql-core's generic
-path (omni_store/graph/execution.py) answer exactly as the generic path does: the same data
-and the same errors, for every kind of value a plain field can hold. Each case runs on a
+path, and resolvers of ``self`` (and ``info``) called directly (omni_store/graph/execution.py),
+answer exactly as the generic path does: the same data and the same errors, for every kind
+of value a plain field can hold. Each case runs on a
 schema with the fast path and on the same schema without it, and the results must be equal.
 """
 
@@ -16,7 +17,12 @@ import strawberry
 from graphql import GraphQLResolveInfo
 from strawberry.scalars import JSON
 
-from omni_store.graph.execution import PlainAttribute, PlainFieldExecutor, install_plain_attributes
+from omni_store.graph.execution import (
+    PlainAttribute,
+    PlainFieldExecutor,
+    PlainMethod,
+    install_plain_attributes,
+)
 from omni_store.graph.schema import build_schema
 
 
@@ -41,7 +47,22 @@ class Item:
 
     @strawberry.field
     def computed(self, info: strawberry.Info) -> str:
+        assert info.field_name == "computed"
+        assert info.python_name == "computed"
         return f"{self.display_name}!"
+
+    @strawberry.field
+    async def later(self) -> int:
+        await asyncio.sleep(0)
+        return self.count + 1
+
+    @strawberry.field
+    def failing(self, info: strawberry.Info) -> str | None:
+        raise ValueError(f"no {info.field_name} for {self.id}")
+
+    @strawberry.field
+    def with_argument(self, times: int = 2) -> str:
+        return self.required_text * times
 
 
 def _item(**changes: Any) -> Item:
@@ -80,6 +101,7 @@ def _schemas() -> tuple[strawberry.Schema, strawberry.Schema]:
 
 DOCUMENT = """{ items {
   __typename id displayName count color maybeColor at data tags requiredText computed
+  later failing withArgument(times: 3)
   child { id displayName child { count } }
   alias: displayName
 } }"""
@@ -134,7 +156,9 @@ def test_only_plain_fields_get_a_plain_resolver() -> None:
     _, fast = _schemas()
     fields = fast._schema.type_map["Item"].fields  # type: ignore[attr-defined]
     plain = {name for name, f in fields.items() if isinstance(f.resolve, PlainAttribute)}
-    assert plain == set(fields) - {"computed"}
+    methods = {name for name, f in fields.items() if isinstance(f.resolve, PlainMethod)}
+    assert methods == {"computed", "later", "failing"}
+    assert plain == set(fields) - methods - {"withArgument"}
     assert fields["displayName"].resolve.python_name == "display_name"
 
 
@@ -142,7 +166,9 @@ def test_the_service_schema_reads_its_plain_fields_directly() -> None:
     schema = build_schema()
     message = schema._schema.type_map["Message"].fields  # type: ignore[attr-defined]
     assert isinstance(message["channelTimestamp"].resolve, PlainAttribute)
-    assert not isinstance(message["sender"].resolve, PlainAttribute)
+    assert isinstance(message["sender"].resolve, PlainMethod)
+    conversation = schema._schema.type_map["Conversation"].fields  # type: ignore[attr-defined]
+    assert not isinstance(conversation["messages"].resolve, PlainAttribute | PlainMethod)
     assert schema.execution_context_class is PlainFieldExecutor
 
 
