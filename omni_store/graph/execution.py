@@ -22,6 +22,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import CustomGraphQLEnumType
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
 
@@ -32,17 +33,44 @@ class PlainAttribute:
     Strawberry resolves such a field through a wrapper of its own, which reaches
     ``StrawberryField.get_result`` and then the configured default resolver (``getattr``);
     this reads the attribute directly, with the same result and the same errors. It also
-    tells :class:`PlainFieldExecutor` the field's scalar or enum type, if it has one."""
+    tells :class:`PlainFieldExecutor` the field's scalar or enum type, if it has one, and how
+    to coerce a value to it."""
 
-    __slots__ = ("leaf_type", "nullable", "python_name")
+    __slots__ = ("coerce", "leaf_type", "nullable", "python_name")
 
     def __init__(self, python_name: str, leaf_type: GraphQLLeafType | None, nullable: bool):
         self.python_name = python_name
         self.leaf_type = leaf_type
         self.nullable = nullable
+        self.coerce = None if leaf_type is None else _output_coercion(leaf_type)
 
     def __call__(self, source: Any, info: GraphQLResolveInfo) -> Any:
         return getattr(source, self.python_name)
+
+
+def _output_coercion(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
+    """``leaf_type.coerce_output_value``, but for a member of a Strawberry enum's Python enum
+    a dict lookup: Strawberry's enum type compares the member's value with each of the
+    enum's values in turn, for every value of every page. The first matching name wins, as
+    in Strawberry's loop; anything else (a plain value, a failure) goes to the type."""
+    generic = leaf_type.coerce_output_value
+    if not isinstance(leaf_type, CustomGraphQLEnumType):
+        return generic
+    wrapped = leaf_type.wrapped_cls
+    names: dict[Any, str] = {}
+    for name, value in leaf_type.values.items():
+        for member in wrapped:
+            if member.value == value.value:
+                names.setdefault(member, name)
+
+    def coerce(value: Any) -> Any:
+        # Only members take the shortcut (an enum with members has no subclasses); a str
+        # equal to a StrEnum member keeps the type's own rules.
+        if type(value) is wrapped and value in names:
+            return names[value]
+        return generic(value)
+
+    return coerce
 
 
 class PlainMethod:
@@ -173,7 +201,7 @@ def _leaf_value(field: PlainAttribute, source: Any, is_awaitable: Callable[[Any]
             return None if field.nullable else _GENERIC
         if isinstance(value, Exception) or is_awaitable(value):
             return _GENERIC
-        coerced = field.leaf_type.coerce_output_value(value)  # type: ignore[union-attr]
+        coerced = field.coerce(value)  # type: ignore[misc]
     except Exception:
         return _GENERIC
     return _GENERIC if coerced is None or coerced is Undefined else coerced

@@ -32,6 +32,12 @@ class Color(enum.Enum):
     DARK_BLUE = "dark_blue"
 
 
+@strawberry.enum
+class Size(enum.StrEnum):
+    SMALL = "small"
+    BIG = "big"
+
+
 @strawberry.type
 class Item:
     id: strawberry.ID
@@ -39,6 +45,7 @@ class Item:
     count: int
     color: Color
     maybe_color: Color | None
+    size: Size
     at: datetime
     data: JSON | None
     tags: list[str]
@@ -72,6 +79,7 @@ def _item(**changes: Any) -> Item:
         "count": 3,
         "color": Color.DARK_BLUE,
         "maybe_color": None,
+        "size": Size.BIG,
         "at": datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
         "data": {"a": [1, 2, None]},
         "tags": ["x", "y"],
@@ -100,7 +108,7 @@ def _schemas() -> tuple[strawberry.Schema, strawberry.Schema]:
 
 
 DOCUMENT = """{ items {
-  __typename id displayName count color maybeColor at data tags requiredText computed
+  __typename id displayName count color maybeColor size at data tags requiredText computed
   later failing withArgument(times: 3)
   child { id displayName child { count } }
   alias: displayName
@@ -134,6 +142,9 @@ class Later:
         pytest.param({"required_text": None}, id="null-for-non-null"),
         pytest.param({"count": 2**40}, id="int-out-of-range"),
         pytest.param({"color": "not a color"}, id="bad-enum"),
+        pytest.param({"color": "dark_blue"}, id="enum-value-not-member"),
+        pytest.param({"size": "big"}, id="str-equal-to-str-enum-member"),
+        pytest.param({"size": "BIG"}, id="str-equal-to-str-enum-name"),
         pytest.param({"display_name": ValueError("boom")}, id="exception-value"),
         pytest.param({"display_name": Later()}, id="awaitable-value"),
         pytest.param({"at": "2026-11-20"}, id="datetime-as-text"),
