@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from omni_store.graph.app import create_app
 from omni_store.graph.auth import ALL_SCOPES, mint_token
 from omni_store.graph.ids import to_global_id
@@ -191,40 +193,45 @@ async def measure(
     return cpu, wall
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    name = args.database_url.rsplit("/", 1)[1]
-    owner_url = args.database_url
-    if not args.keep_data:
-        await recreate_database(with_database(owner_url, "postgres"), name)
-    owner = create_engine(owner_url, pool_size=2, statement_timeout_ms=0)
-    app_engine = create_engine(app_url(owner_url), pool_size=10)
-    db = Database(app_engine)
-    tenant = TenantId(uuid.UUID(int=0x5EED))
-    try:
-        if not args.keep_data:
-            await upgrade(owner)
-            await enable_app_login(owner)
-            long_thread = await populate(db, tenant)
-        else:
-            async with db.transaction(tenant) as uow:
-                from sqlalchemy import text
+class Bench:
+    """The database, the app and the two pages' request bodies, on one event loop."""
 
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.owner = create_engine(args.database_url, pool_size=2, statement_timeout_ms=0)
+        self.app_engine = create_engine(app_url(args.database_url), pool_size=10)
+        self.db = Database(self.app_engine)
+        self.tenant = TenantId(uuid.UUID(int=0x5EED))
+        self.pages: dict[str, bytes] = {}
+        self.caller: AsgiCaller
+
+    async def setup(self) -> None:
+        args = self.args
+        if not args.keep_data:
+            name = args.database_url.rsplit("/", 1)[1]
+            await recreate_database(with_database(args.database_url, "postgres"), name)
+            await upgrade(self.owner)
+            await enable_app_login(self.owner)
+            long_thread = await populate(self.db, self.tenant)
+        else:
+            async with self.db.transaction(self.tenant) as uow:
                 long_thread = (
                     await uow.execute(
                         text("SELECT id FROM conversations WHERE external_thread_id = 'long'")
                     )
                 ).scalar_one()
-        app = create_app(db, jwt_secret=SECRET, dispose_on_shutdown=False)
-        caller = AsgiCaller(app, mint_token(SECRET, tenant=tenant, scopes=list(ALL_SCOPES)))
-        pages = {
+        app = create_app(self.db, jwt_secret=SECRET, dispose_on_shutdown=False)
+        token = mint_token(SECRET, tenant=self.tenant, scopes=list(ALL_SCOPES))
+        self.caller = AsgiCaller(app, token)
+        self.pages = {
             "timeline": body(
                 TIMELINE, {"id": to_global_id("Conversation", long_thread), "first": PAGE}
             ),
             "conversations": body(CONVERSATIONS, {"first": LIST_PAGE}),
         }
         bodies: dict[str, Any] = {}
-        for page, payload in pages.items():
-            status, answer = await caller.post(payload)
+        for page, payload in self.pages.items():
+            status, answer = await self.caller.post(payload)
             decoded = json.loads(answer)
             if status != 200 or "errors" in decoded:
                 raise SystemExit(f"{page}: {status} {answer[:500]!r}")
@@ -237,37 +244,69 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.save_bodies:
             text_out = json.dumps(bodies, indent=1, sort_keys=True, ensure_ascii=False)
             await asyncio.to_thread(Path(args.save_bodies).write_text, text_out + "\n")
-        selected = [p for p in pages if p in args.page]
-        for page in selected:
-            payload = pages[page]
 
-            async def call(payload: bytes = payload) -> tuple[int, bytes]:
-                return await caller.post(payload)
+    async def post(self, page: str, times: int) -> None:
+        payload = self.pages[page]
+        for _ in range(times):
+            await self.caller.post(payload)
 
-            for _ in range(args.warmup):
-                await call()
-            cpu, wall = await measure(call, args.pages, args.rounds)
-            print(
-                f"{page:14s} cpu {statistics.median(cpu):6.2f} ms/page (min {min(cpu):6.2f})  "
-                f"wall {statistics.median(wall):6.2f} ms/page  "
-                f"({args.rounds} rounds x {args.pages} pages, median)",
-                flush=True,
-            )
-        if args.profile:
+    async def measure(self, page: str) -> None:
+        payload = self.pages[page]
+
+        async def call() -> tuple[int, bytes]:
+            return await self.caller.post(payload)
+
+        cpu, wall = await measure(call, self.args.pages, self.args.rounds)
+        print(
+            f"{page:14s} cpu {statistics.median(cpu):6.2f} ms/page (min {min(cpu):6.2f})  "
+            f"wall {statistics.median(wall):6.2f} ms/page  "
+            f"({self.args.rounds} rounds x {self.args.pages} pages, median)",
+            flush=True,
+        )
+
+    async def profile(self, page: str) -> None:
+        args = self.args
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await self.post(page, args.profile)
+        profiler.disable()
+        text_out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text_out)
+        stats.sort_stats(args.sort).print_stats(*args.restrict, args.top)
+        print(f"\n=== cProfile {page}: {args.profile} pages, top {args.top} by {args.sort}")
+        print(text_out.getvalue())
+
+    async def close(self) -> None:
+        await self.app_engine.dispose()
+        await self.owner.dispose()
+
+
+def run(args: argparse.Namespace) -> None:
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        bench = Bench(args)
+        try:
+            runner.run(bench.setup())
+            selected = [p for p in bench.pages if p in args.page]
             for page in selected:
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for _ in range(args.profile):
-                    await caller.post(pages[page])
-                profiler.disable()
-                text_out = io.StringIO()
-                stats = pstats.Stats(profiler, stream=text_out)
-                stats.sort_stats(args.sort).print_stats(*args.restrict, args.top)
-                print(f"\n=== cProfile {page}: {args.profile} pages, top {args.top} by {args.sort}")
-                print(text_out.getvalue())
-    finally:
-        await app_engine.dispose()
-        await owner.dispose()
+                runner.run(bench.post(page, args.warmup))
+                if args.callgrind:
+                    # Under valgrind --tool=callgrind --toggle-collect=sys_call_tracing
+                    # --dump-after=sys_call_tracing, only these requests are counted, one
+                    # dump per page. call_tracing changes nothing when no tracer is set.
+                    sys.call_tracing(runner.run, (bench.post(page, args.pages),))
+                    print(f"{page}: {args.pages} pages counted", flush=True)
+                else:
+                    runner.run(bench.measure(page))
+            if args.profile:
+                for page in selected:
+                    runner.run(bench.profile(page))
+        finally:
+            runner.run(bench.close())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,18 +329,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--save-bodies", help="write both pages' response bodies here (JSON)")
     parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="after the warm-up, run --pages requests of each page inside sys.call_tracing, "
+        "for valgrind --tool=callgrind --toggle-collect=sys_call_tracing "
+        "--dump-after=sys_call_tracing (instructions per page, unaffected by machine load)",
+    )
+    parser.add_argument(
         "--loop",
         default="asyncio",
         choices=["asyncio", "uvloop"],
         help="event loop (the service's default, tests/bench/serve.py, is asyncio)",
     )
     args = parser.parse_args(argv)
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main_async(args))
-    else:
-        asyncio.run(main_async(args))
+    run(args)
 
 
 if __name__ == "__main__":
