@@ -19,8 +19,9 @@ from graphql import (
     is_leaf_type,
     is_non_null_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.collect_fields import GroupedFieldSet
 from graphql.pyutils import Path
+from graphql.pyutils.gather_with_cancel import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import CustomGraphQLEnumType
 from strawberry.types import Info
@@ -153,13 +154,19 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Executes a :class:`PlainAttribute` field of a scalar or enum type as what it is: an
     attribute read and the type's ``coerce_output_value``.
 
-    graphql-core's ``execute_field`` builds a resolve info for every field (Strawberry's, of
-    15 values), looks for arguments, calls the resolver, checks twice for an awaitable and
-    walks ``complete_value`` through the non-null wrapper to ``complete_leaf_value``: about
-    three quarters of a page's fields are such leaves. Anything unusual (a null for a
-    non-null field, an awaitable or an exception as the value, a coercion that fails or
-    returns nothing, resolver middleware) takes graphql-core's own path, which then produces
-    the value or the error exactly as before."""
+    For every field, graphql-core's ``execute_fields`` makes a response path and calls
+    ``execute_field``, which builds a resolve info (Strawberry's, of 15 values), looks for
+    arguments, calls the resolver, checks twice for an awaitable and walks
+    ``complete_value`` through the non-null wrapper to ``complete_leaf_value``; then
+    ``execute_fields`` checks the result for an awaitable once more. About three quarters of
+    a page's fields are such leaves. Anything unusual (a null for a non-null field, an
+    awaitable or an exception as the value, a coercion that fails or returns nothing,
+    resolver middleware) takes graphql-core's own path, which then produces the value or
+    the error exactly as before.
+
+    ``execute_fields`` is graphql-core's own (3.3; the methods an executor uses internally
+    are not its public API, and tests/unit/test_execution.py pins the version) with the
+    plain leaves completed in its loop."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -167,25 +174,61 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         # Middleware (a schema extension's ``resolve`` hook) must see every field.
         self._plain_leaves = manager is None or not manager.middlewares
 
-    def execute_field(
+    def execute_fields(
         self,
         parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: FieldDetailsList,
-        path: Path,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
         position_context: Any,
     ) -> Any:
-        if self._plain_leaves:
-            # A meta field (__typename) is not in ``fields``: the generic path handles it.
-            field_def = parent_type.fields.get(field_details_list[0].node.name.value)
-            resolve = None if field_def is None else field_def.resolve
-            if type(resolve) is PlainAttribute and resolve.leaf_type is not None:
-                value = _leaf_value(resolve, source, self.is_awaitable)
-                if value is not _GENERIC:
-                    return value
-        return super().execute_field(
-            parent_type, source, field_details_list, path, position_context
-        )
+        if not self._plain_leaves:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        results: dict[str, Any] = {}
+        is_awaitable = self.is_awaitable
+        awaitable_fields: list[str] = []
+        # A meta field (__typename) is not in ``fields``: the generic path handles it.
+        fields = parent_type.fields
+        try:
+            for response_name, field_details_list in grouped_field_set.items():
+                field_def = fields.get(field_details_list[0].node.name.value)
+                resolve = None if field_def is None else field_def.resolve
+                if type(resolve) is PlainAttribute and resolve.coerce is not None:
+                    value = _leaf_value(resolve, source_value, is_awaitable)
+                    if value is not _GENERIC:
+                        results[response_name] = value
+                        continue
+                result = self.execute_field(
+                    parent_type,
+                    source_value,
+                    field_details_list,
+                    Path(path, response_name, parent_type.name),
+                    position_context,
+                )
+                if result is not Undefined:
+                    results[response_name] = result
+                    if is_awaitable(result):
+                        awaitable_fields.append(response_name)
+        except Exception:
+            if awaitable_fields:
+                # Settle the awaitables of the other fields: they may fail too.
+                self.settle_in_background([results[field] for field in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+
+        async def get_results() -> dict[str, Any]:
+            if len(awaitable_fields) == 1:
+                field = awaitable_fields[0]
+                results[field] = await results[field]
+            else:
+                awaited = await gather_with_cancel(*(results[f] for f in awaitable_fields))
+                results.update(zip(awaitable_fields, awaited, strict=True))
+            return results
+
+        return get_results()
 
 
 _GENERIC = object()
