@@ -451,7 +451,14 @@ def _columns(table: Table, record: type) -> list[Any]:
 
 
 def _record(record: type[R], row: Any) -> R:
-    return record(*row[: len(fields(record))])  # type: ignore[call-arg]
+    return record(*row[: _width(record)])  # type: ignore[call-arg]
+
+
+@cache
+def _width(record: type) -> int:
+    """How many fields a record has: dataclasses.fields() builds a tuple on every call, and
+    a page converts up to a hundred rows."""
+    return len(fields(record))
 
 
 _ACCOUNT_COLUMNS = _columns(channel_accounts, ChannelAccount)
