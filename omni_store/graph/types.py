@@ -604,14 +604,11 @@ async def prefetch_conversations(
             loaders.channel_account_by_id.load_many(sorted({r.channel_account_id for r in rows}))
         )
     if "lastMessage" in wanted:
+        # Last, so that its messages are the last result of the gather below.
         jobs.append(loaders.last_message_by_conversation_id.load_many([r.id for r in rows]))
     if not jobs:
         return
-    await asyncio.gather(*jobs)
+    loaded = await asyncio.gather(*jobs)
     if "lastMessage" in wanted and last_message:
-        latest = [
-            m
-            for m in await loaders.last_message_by_conversation_id.load_many([r.id for r in rows])
-            if m is not None
-        ]
+        latest = [m for m in loaded[-1] if m is not None]
         await prefetch_messages(info, latest, last_message)
