@@ -8,14 +8,18 @@ import logging
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omni_store.config import Settings
 
+log = logging.getLogger("omni_store.cli")
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from starlette.types import ASGIApp
 
 DEMO_TENANT = uuid.UUID("00000000-0000-4000-8000-000000000001")
 SCHEMA_FILE = Path("schema.graphql")
@@ -160,6 +164,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from omni_store.graph.auth import ALL_SCOPES, mint_token
     from omni_store.persistence.database import Database
 
+    if args.workers < 1 or (args.workers > 1 and args.port == 0):
+        raise SystemExit("--workers needs a number of at least 1, and a fixed --port when over 1")
     settings = Settings.from_env()
     owner_url, url = _database_urls(settings, keep_running=False)
     secret = _jwt_secret(settings)
@@ -177,6 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         f'    {{"Authorization": "Bearer {token}"}}\n',
         flush=True,
     )
+    if args.workers > 1:
+        sys.exit(_serve_workers(args.host, args.port, args.workers, url, secret))
     app = create_app(
         Database(service_engine(url, settings)),
         jwt_secret=secret,
@@ -191,6 +199,92 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _serve_workers(host: str, port: int, workers: int, url: str, secret: str) -> int:
+    return serve_processes(host, port, workers, _service_app, (url, secret), log_level="info")
+
+
+def _service_app(url: str, secret: str) -> ASGIApp:
+    from omni_store.graph.app import create_app
+    from omni_store.persistence.database import Database
+
+    settings = Settings.from_env()
+    return create_app(
+        Database(service_engine(url, settings)),
+        jwt_secret=secret,
+        graphiql=settings.graphiql,
+        introspection=settings.introspection,
+    )
+
+
+def serve_processes(
+    host: str,
+    port: int,
+    workers: int,
+    build: Callable[..., ASGIApp],
+    build_args: tuple[object, ...] = (),
+    **uvicorn_options: Any,
+) -> int:
+    """Serve ``build(*build_args)`` from ``workers`` processes, each with its own listening
+    socket on the same port (SO_REUSEPORT), so that the kernel spreads connections over them.
+    (uvicorn's own workers share one socket, and whichever wakes first accepts every
+    connection waiting: keep-alive clients then all land on one process.) ``build`` runs in
+    each worker and must be importable by name. SIGTERM or SIGINT stops them gracefully; the
+    exit status is 0 when every worker exited 0. Should one die, the others are stopped too."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_serve_worker, args=(host, port, build, build_args, uvicorn_options))
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each finishes its requests in flight
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    running = list(processes)
+    while running:
+        for ended in wait([p.sentinel for p in running]):
+            running = [p for p in running if p.sentinel != ended]
+            if not stopping:
+                log.error("a worker exited unexpectedly; stopping the others")
+                stop(signal.SIGTERM, None)
+    for process in processes:
+        process.join()
+    return 0 if all(p.exitcode == 0 for p in processes) else 1
+
+
+def _serve_worker(
+    host: str,
+    port: int,
+    build: Callable[..., ASGIApp],
+    build_args: tuple[object, ...],
+    uvicorn_options: dict[str, Any],
+) -> None:
+    import socket
+
+    import uvicorn
+
+    app = build(*build_args)
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listening.bind((host, port))
+    listening.listen(2048)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    config = uvicorn.Config(app, **{"timeout_graceful_shutdown": 30, **uvicorn_options})
+    uvicorn.Server(config).run(sockets=[listening])
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -240,6 +334,13 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the GraphQL service (embedded DB if no DATABASE_URL)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each with a socket of its own on the port (one per core; "
+        "each has its own pool of OMNI_STORE_POOL_SIZE connections)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply the database migrations")

@@ -130,6 +130,12 @@ def main() -> None:
         "caches): enough for a ValidationCache that build_schema already has",
     )
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument(
+        "--shared-socket",
+        action="store_true",
+        help="with --workers N: uvicorn's own workers, sharing one socket (by default each "
+        "worker has its own, as `omni-store serve --workers N` does)",
+    )
     args = parser.parse_args()
     if args.pool_size:
         os.environ["OMNI_STORE_POOL_SIZE"] = str(args.pool_size)
@@ -139,17 +145,27 @@ def main() -> None:
 
     import uvicorn
 
+    options: dict[str, Any] = {
+        "factory": True,
+        "loop": args.loop,
+        "http": args.http,
+        "log_level": "info",
+        "access_log": not args.no_access_log,
+        "timeout_graceful_shutdown": 30,
+    }
+    if args.workers > 1 and not args.shared_socket:
+        from omni_store.cli import serve_processes
+
+        options.pop("factory")
+        raise SystemExit(
+            serve_processes(args.host, args.port, args.workers, app_factory, (), **options)
+        )
     uvicorn.run(
         "tests.bench.serve:app_factory",
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers if args.workers > 1 else None,
-        loop=args.loop,
-        http=args.http,
-        log_level="info",
-        access_log=not args.no_access_log,
-        timeout_graceful_shutdown=30,
+        **options,
     )
 
 

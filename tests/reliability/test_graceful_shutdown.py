@@ -50,9 +50,12 @@ def _refuses(port: int) -> bool:
         return True
 
 
-@pytest.fixture
-def served(database_url: str, service_url: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``omni-store serve`` in a subprocess on a free port of 127.0.0.1."""
+@pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
+def served(
+    request: pytest.FixtureRequest, database_url: str, service_url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``omni-store serve`` in a subprocess on a free port of 127.0.0.1, with one worker
+    process or two (each with its own socket on the port)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -64,7 +67,16 @@ def served(database_url: str, service_url: str) -> Iterator[tuple[subprocess.Pop
         log = Path(tmp) / "serve.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "omni_store.cli", "serve", "--port", str(port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "omni_store.cli",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(request.param),
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -145,3 +157,73 @@ async def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(
     assert {r.idempotency_key: gid("Message", r.id) for r in stored} == acked
 
     assert await asyncio.to_thread(process.wait, 30) == 0
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The multiprocessing workers that ``pid`` started (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"spawn_main" in command:  # not the resource tracker
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``port`` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+async def test_workers_each_accept_connections_and_stop_together(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, port = served
+    await _wait_ready(process, port)
+    workers = _workers_of(process.pid)
+    if "1 worker" in os.environ.get("PYTEST_CURRENT_TEST", ""):
+        assert workers == []
+        assert _listens_on(process.pid, port)
+    else:
+        # Each worker has its own listening socket on the port: the kernel spreads new
+        # connections over them (one shared socket let one worker accept them all).
+        assert len(workers) == 2
+        for _ in range(600):  # the first ready answered /healthz; the other may be starting
+            if all(_listens_on(w, port) for w in workers):
+                break
+            await asyncio.sleep(0.05)
+        assert [_listens_on(w, port) for w in workers] == [True, True]
+        assert not _listens_on(process.pid, port)
+
+    status = []
+    for _ in range(40):
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+            status.append((await client.get("/readyz")).status_code)
+    assert status == [200] * 40
+
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 30) == 0
+    assert _refuses(port)
+    assert _workers_of(process.pid) == []
