@@ -207,7 +207,7 @@ def _json_text(value: Any) -> str | None:
 # prepared plan) is the same whatever the batch size, and no batch nears the protocol's limit
 # of 32,767 parameters. Every one is scoped by :tenant like the rest.
 _UPSERT_CONTACTS = text(
-    """
+    f"""
 INSERT INTO contacts AS c
     (tenant_id, channel_account_id, external_user_id, display_name, avatar_url, profile)
 SELECT CAST(:tenant AS uuid), v.account_id, v.user_id, v.display_name, v.avatar_url,
@@ -222,11 +222,11 @@ ON CONFLICT (tenant_id, channel_account_id, external_user_id) DO UPDATE SET
     avatar_url = COALESCE(EXCLUDED.avatar_url, c.avatar_url),
     profile = COALESCE(EXCLUDED.profile, c.profile),
     updated_at = now()
-RETURNING c.id, c.channel_account_id, c.external_user_id
+RETURNING {", ".join(f"c.{f.name}" for f in fields(Contact))}
 """
 )
 _UPSERT_CONVERSATIONS = text(
-    """
+    f"""
 INSERT INTO conversations AS c
     (tenant_id, channel_account_id, channel, thread_key, external_thread_id, contact_id,
      last_message_at)
@@ -241,7 +241,7 @@ ON CONFLICT (tenant_id, channel_account_id, thread_key) DO UPDATE SET
     last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
     contact_id = COALESCE(c.contact_id, EXCLUDED.contact_id),
     external_thread_id = COALESCE(c.external_thread_id, EXCLUDED.external_thread_id)
-RETURNING c.id, c.channel_account_id, c.thread_key
+RETURNING {", ".join(f"c.{f.name}" for f in fields(Conversation))}
 """
 )
 _FIND_REPLAYS = text(
@@ -335,58 +335,6 @@ RETURNING {", ".join(f.name for f in fields(Attachment))}
 def _bound(table: Table, *names: str) -> dict[str, Any]:
     """VALUES of an insert, each column bound to the parameter of its own name."""
     return {name: bindparam(name, type_=table.c[name].type) for name in names}
-
-
-@cache
-def _upsert_contact() -> Any:
-    stmt = insert(contacts).values(
-        _bound(
-            contacts,
-            "tenant_id",
-            "channel_account_id",
-            "external_user_id",
-            "display_name",
-            "avatar_url",
-            "profile",
-        )
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=["tenant_id", "channel_account_id", "external_user_id"],
-        set_={
-            "display_name": func.coalesce(stmt.excluded.display_name, contacts.c.display_name),
-            "avatar_url": func.coalesce(stmt.excluded.avatar_url, contacts.c.avatar_url),
-            "profile": func.coalesce(stmt.excluded.profile, contacts.c.profile),
-            "updated_at": func.now(),
-        },
-    ).returning(*_columns(contacts, Contact))
-
-
-@cache
-def _upsert_conversation() -> Any:
-    stmt = insert(conversations).values(
-        _bound(
-            conversations,
-            "tenant_id",
-            "channel_account_id",
-            "channel",
-            "thread_key",
-            "external_thread_id",
-            "contact_id",
-            "last_message_at",
-        )
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=["tenant_id", "channel_account_id", "thread_key"],
-        set_={
-            "last_message_at": func.greatest(
-                conversations.c.last_message_at, stmt.excluded.last_message_at
-            ),
-            "contact_id": func.coalesce(conversations.c.contact_id, stmt.excluded.contact_id),
-            "external_thread_id": func.coalesce(
-                conversations.c.external_thread_id, stmt.excluded.external_thread_id
-            ),
-        },
-    ).returning(*_columns(conversations, Conversation))
 
 
 @cache
@@ -766,20 +714,14 @@ class ContactRepository(_Repository):
     async def upsert(self, channel_account_id: int, contact: ContactInput) -> Contact:
         """The same row (same id) for the same (tenant, channel account, external user id);
         the profile fields given are refreshed, those omitted are kept."""
-        values = {
-            "tenant_id": self._tenant,
-            "channel_account_id": channel_account_id,
-            "external_user_id": contact.external_user_id,
-            "display_name": contact.display_name,
-            "avatar_url": contact.avatar_url,
-            "profile": contact.profile,
-        }
-        return _record(Contact, (await self._uow.execute(_upsert_contact(), values)).one())
+        assert contact.external_user_id is not None
+        stored = await self.upsert_many([ContactRow(channel_account_id, contact)])
+        return stored[(channel_account_id, contact.external_user_id)]
 
-    async def upsert_many(self, rows: Sequence[ContactRow]) -> dict[tuple[int, str], int]:
-        """:meth:`upsert` for many contacts in one statement: their ids by (channel account,
-        external user id). The rows must have distinct keys; they are written in key order, so
-        that concurrent batches lock rows in the same order."""
+    async def upsert_many(self, rows: Sequence[ContactRow]) -> dict[tuple[int, str], Contact]:
+        """:meth:`upsert` for many contacts in one statement, by (channel account, external
+        user id). The rows must have distinct keys; they are written in key order, so that
+        concurrent batches lock rows in the same order."""
         if not rows:
             return {}
         ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.contact.external_user_id))
@@ -794,7 +736,8 @@ class ContactRepository(_Repository):
                 "profiles": [_json_text(r.contact.profile) for r in ordered],
             },
         )
-        return {(account_id, user_id): id_ for id_, account_id, user_id in result}
+        stored = [_record(Contact, r) for r in result]
+        return {(c.channel_account_id, c.external_user_id): c for c in stored}
 
     async def get(self, contact_id: int) -> Contact | None:
         return (await self.get_many([contact_id])).get(contact_id)
@@ -827,18 +770,8 @@ class ConversationRepository(_Repository):
         at: datetime,
     ) -> Conversation:
         """The same row for the same thread key; ``last_message_at`` only moves forward."""
-        values = {
-            "tenant_id": self._tenant,
-            "channel_account_id": account.id,
-            "channel": account.channel,
-            "thread_key": thread_key,
-            "external_thread_id": external_thread_id,
-            "contact_id": contact_id,
-            "last_message_at": at,
-        }
-        return _record(
-            Conversation, (await self._uow.execute(_upsert_conversation(), values)).one()
-        )
+        row = ConversationRow(account, thread_key, external_thread_id, contact_id, at)
+        return (await self.upsert_many([row]))[(account.id, thread_key)]
 
     async def touch(
         self, conversation_id: int, *, channel_account_id: int, at: datetime
@@ -853,10 +786,11 @@ class ConversationRepository(_Repository):
         row = (await self._uow.execute(_touch_conversation(), values)).one_or_none()
         return None if row is None else _record(Conversation, row)
 
-    async def upsert_many(self, rows: Sequence[ConversationRow]) -> dict[tuple[int, str], int]:
-        """:meth:`upsert` for many threads in one statement: the conversation ids by (channel
-        account, thread key). Distinct keys, written in key order (see
-        :meth:`ContactRepository.upsert_many`)."""
+    async def upsert_many(
+        self, rows: Sequence[ConversationRow]
+    ) -> dict[tuple[int, str], Conversation]:
+        """:meth:`upsert` for many threads in one statement, by (channel account, thread key).
+        Distinct keys, written in key order (see :meth:`ContactRepository.upsert_many`)."""
         if not rows:
             return {}
         ordered = sorted(rows, key=lambda r: (r.account.id, r.thread_key))
@@ -872,7 +806,8 @@ class ConversationRepository(_Repository):
                 "ats": [r.at for r in ordered],
             },
         )
-        return {(account_id, key): id_ for id_, account_id, key in result}
+        stored = [_record(Conversation, r) for r in result]
+        return {(c.channel_account_id, c.thread_key): c for c in stored}
 
     async def get(self, conversation_id: int) -> Conversation | None:
         return (await self.get_many([conversation_id])).get(conversation_id)

@@ -507,7 +507,7 @@ async def _persist_batch(
         assert contact is not None and contact.external_user_id is not None
         user = (item.account_id, contact.external_user_id)
         contacts[user] = _refreshed(contacts.get(user), contact)
-    contact_ids = await uow.contacts.upsert_many(
+    stored_contacts = await uow.contacts.upsert_many(
         [ContactRow(a, c) for (a, _), c in contacts.items()]
     )
 
@@ -524,7 +524,7 @@ async def _persist_batch(
             contact_id = conversations[named].contact_id
         else:
             assert message.contact is not None and message.contact.external_user_id is not None
-            contact_id = contact_ids[(account.id, message.contact.external_user_id)]
+            contact_id = stored_contacts[(account.id, message.contact.external_user_id)].id
             thread = thread_key(
                 external_thread_id=message.external_thread_id,
                 external_user_id=message.contact.external_user_id,
@@ -547,14 +547,14 @@ async def _persist_batch(
                 at=max(earlier.at, row.at),
             )
         )
-    conversation_ids = await uow.conversations.upsert_many(list(threads.values()))
+    stored_conversations = await uow.conversations.upsert_many(list(threads.values()))
 
     inserted = await uow.messages.insert_many(
         [
             _message_row(
                 item.message,
                 item.digest,
-                conversation_id=conversation_ids[placed[key][0]],
+                conversation_id=stored_conversations[placed[key][0]].id,
                 contact_id=placed[key][1],
             )
             for key, item in writers.items()
@@ -566,7 +566,7 @@ async def _persist_batch(
     for key, item in writers.items():
         thread, contact_id = placed[key]
         outcomes[item.index] = PersistResult(
-            inserted[key], conversation_ids[thread], contact_id, False
+            inserted[key], stored_conversations[thread].id, contact_id, False
         )
     for item in followers:
         stored = outcomes[writers[item.key].index]
