@@ -517,11 +517,11 @@ async def _persist_batch(
         account = accounts[item.account_id]
         message = item.message
         assert message.channel_timestamp is not None
-        named = message.conversation_id
-        if named is not None:
-            thread = conversations[named].thread_key
+        if message.conversation_id is not None:
+            conversation = conversations[message.conversation_id]
+            thread = conversation.thread_key
             row = ConversationRow(account, thread, None, None, message.channel_timestamp)
-            contact_id = conversations[named].contact_id
+            contact_id = conversation.contact_id
         else:
             assert message.contact is not None and message.contact.external_user_id is not None
             contact_id = stored_contacts[(account.id, message.contact.external_user_id)].id
@@ -543,7 +543,7 @@ async def _persist_batch(
                 earlier,
                 # Stored values win over later ones, as in ConversationRepository.upsert.
                 external_thread_id=earlier.external_thread_id or row.external_thread_id,
-                contact_id=earlier.contact_id if earlier.contact_id is not None else contact_id,
+                contact_id=earlier.contact_id if earlier.contact_id is not None else row.contact_id,
                 at=max(earlier.at, row.at),
             )
         )
