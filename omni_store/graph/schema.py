@@ -48,7 +48,6 @@ from omni_store.graph.types import (
 )
 from omni_store.persistence import contract, service
 from omni_store.persistence.cursors import PageRequest
-from omni_store.persistence.enums import ErrorCode
 from omni_store.persistence.errors import FieldError, IdempotencyConflict, UserInputError
 from omni_store.persistence.repositories import timeline_cursor
 
@@ -416,16 +415,14 @@ class Mutation:
     async def persist_messages(self, info: Info, input: BatchInput) -> PersistMessagesPayload:
         ctx = info.context
         tenant = ctx.require(SCOPE_WRITE)
-        if len(input.messages) > service.MAX_BATCH:
-            too_many = FieldError(
-                ("messages",),
-                ErrorCode.TOO_MANY,
-                f"A batch holds at most {service.MAX_BATCH} messages; send the rest in another.",
-            )
+        try:
+            # Before the ids of thousands of messages are decoded.
+            service.check_batch_size(len(input.messages))
+        except UserInputError as error:
             return PersistMessagesPayload(
                 client_mutation_id=input.client_mutation_id,
                 results=[],
-                user_errors=_user_errors([too_many]),
+                user_errors=_user_errors(error.errors),
             )
         outcomes: list[service.Outcome | None] = []
         accepted: list[contract.NormalizedMessage] = []

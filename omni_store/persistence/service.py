@@ -389,6 +389,20 @@ class _Item:
         return (self.account_id, self.message.key)
 
 
+def check_batch_size(count: int) -> None:
+    """Raise :class:`ValidationFailed` for a batch of more than :data:`MAX_BATCH` messages."""
+    if count > MAX_BATCH:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    ("messages",),
+                    ErrorCode.TOO_MANY,
+                    f"A batch holds at most {MAX_BATCH} messages; send the rest in another.",
+                )
+            ]
+        )
+
+
 async def persist_messages(
     db: Database, tenant: TenantId, messages: Sequence[NormalizedMessage]
 ) -> list[Outcome]:
@@ -401,16 +415,7 @@ async def persist_messages(
     Set-based: two reads and four writes whatever the batch size, so a batch costs little more
     than the rows themselves.
     """
-    if len(messages) > MAX_BATCH:
-        raise ValidationFailed(
-            [
-                FieldError(
-                    ("messages",),
-                    ErrorCode.TOO_MANY,
-                    f"A batch holds at most {MAX_BATCH} messages; send the rest in another.",
-                )
-            ]
-        )
+    check_batch_size(len(messages))
     outcomes: dict[int, Outcome] = {}
     items: list[_Item] = []
     now = datetime.now(UTC)
