@@ -160,9 +160,7 @@ def service_engine(url: str, settings: Settings) -> AsyncEngine:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from omni_store.graph.app import create_app
     from omni_store.graph.auth import ALL_SCOPES, mint_token
-    from omni_store.persistence.database import Database
 
     if args.workers < 1 or (args.workers > 1 and args.port == 0):
         raise SystemExit("--workers needs a number of at least 1, and a fixed --port when over 1")
@@ -184,13 +182,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     if args.workers > 1:
-        sys.exit(_serve_workers(args.host, args.port, args.workers, url, secret))
-    app = create_app(
-        Database(service_engine(url, settings)),
-        jwt_secret=secret,
-        graphiql=settings.graphiql,
-        introspection=settings.introspection,
-    )
+        sys.exit(
+            serve_processes(
+                args.host, args.port, args.workers, _service_app, (url, secret), log_level="info"
+            )
+        )
+    app = _service_app(url, secret)
     # uvicorn drains the requests in flight on SIGTERM, then raises the signal again once it
     # is done: this handler makes that a clean exit (status 0), not a death by signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -199,10 +196,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
-
-
-def _serve_workers(host: str, port: int, workers: int, url: str, secret: str) -> int:
-    return serve_processes(host, port, workers, _service_app, (url, secret), log_level="info")
 
 
 def _service_app(url: str, secret: str) -> ASGIApp:
