@@ -144,6 +144,14 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as its insert stored it, with its attachments in position order."""
+
+    message: Message
+    attachments: list[Attachment]
+
+
+@dataclass(frozen=True, slots=True)
 class Replay:
     """What an earlier delivery of the same idempotency key stored."""
 
@@ -257,9 +265,13 @@ JOIN messages AS m
 )
 # Messages and their attachments in one statement: the attachments find their message by its
 # key among the rows the insert returned, so a message another delivery stored first (absent
-# from them) gets no attachments from this one.
+# from them) gets no attachments from this one. It returns every stored column: each message
+# joined to each of its attachments (once, with NULLs, when it has none), so that what a
+# write shows back needs no read after it.
+_MESSAGE_RETURNING = ", ".join(f.name for f in fields(Message))
+_ATTACHMENT_RETURNING = ", ".join(f.name for f in fields(Attachment))
 _INSERT_MESSAGES = text(
-    """
+    f"""
 WITH inserted AS (
     INSERT INTO messages
         (tenant_id, channel_account_id, conversation_id, contact_id, direction, sender_type,
@@ -283,7 +295,7 @@ WITH inserted AS (
                               struct, external_id, key, reply_to, at, status, hash, n)
     ORDER BY v.n
     ON CONFLICT (tenant_id, channel_account_id, idempotency_key) DO NOTHING
-    RETURNING id, channel_account_id, idempotency_key
+    RETURNING {_MESSAGE_RETURNING}
 ), files AS (
     INSERT INTO attachments
         (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
@@ -302,8 +314,12 @@ WITH inserted AS (
     JOIN inserted AS i ON i.channel_account_id = a.account_id AND i.idempotency_key = a.key
     ORDER BY a.n
     ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
+    RETURNING {_ATTACHMENT_RETURNING}
 )
-SELECT id, channel_account_id, idempotency_key FROM inserted
+SELECT {", ".join(f"i.{f.name}" for f in fields(Message))},
+       {", ".join(f"f.{f.name} AS a_{f.name}" for f in fields(Attachment))}
+FROM inserted AS i LEFT JOIN files AS f ON f.message_id = i.id
+ORDER BY i.id, f.position
 """
 )
 
@@ -378,19 +394,6 @@ def _account_with_replay() -> Any:
             channel_accounts.c.tenant_id == bindparam("tenant"),
             channel_accounts.c.id == bindparam("account_id"),
         )
-    )
-
-
-@cache
-def _insert_message() -> Any:
-    names = [f.name for f in fields(MessageRow) if f.name != "attachments"]
-    return (
-        insert(messages)
-        .values(_bound(messages, "tenant_id", *names))
-        .on_conflict_do_nothing(
-            index_elements=["tenant_id", "channel_account_id", "idempotency_key"]
-        )
-        .returning(*_columns(messages, Message))
     )
 
 
@@ -876,19 +879,11 @@ class MessageRepository(_Repository):
         key = (channel_account_id, idempotency_key)
         return (await self.find_replays([key])).get(key)
 
-    async def insert(self, row: MessageRow) -> Message | None:
-        """Insert unless the idempotency key is taken (the database arbitrates concurrent
-        deliveries); the stored message, or None when another delivery stored it first.
-        Attachments are not written here (:meth:`AttachmentRepository.insert_many`)."""
-        values = {"tenant_id": self._tenant, **row.columns()}
-        stored = (await self._uow.execute(_insert_message(), values)).one_or_none()
-        return None if stored is None else _record(Message, stored)
-
-    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
-        """:meth:`insert` for many messages and their attachments, in one statement. The ids of
-        those inserted, by (channel account, key); a key another delivery stored first is
-        absent. Distinct keys, inserted in key order (see
-        :meth:`ContactRepository.upsert_many`)."""
+    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], StoredMessage]:
+        """Insert messages and their attachments in one statement, each unless its idempotency
+        key is taken (the database arbitrates concurrent deliveries). What was stored, by
+        (channel account, key); a key another delivery stored first is absent. Distinct keys,
+        inserted in key order (see :meth:`ContactRepository.upsert_many`)."""
         if not rows:
             return {}
         ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.idempotency_key))
@@ -929,7 +924,16 @@ class MessageRepository(_Repository):
                 "a_metadata": [_json_text(a.metadata) for _, _, a in files],
             },
         )
-        return {(account_id, key): id_ for id_, account_id, key in result}
+        stored: dict[tuple[int, str], StoredMessage] = {}
+        width = _width(Message)
+        for row in result:
+            message = _record(Message, row)
+            key = (message.channel_account_id, message.idempotency_key)
+            if key not in stored:
+                stored[key] = StoredMessage(message, [])
+            if row[width + 1] is not None:  # the attachment's id: it has one
+                stored[key].attachments.append(Attachment(*row[width:]))
+        return stored
 
     async def get(self, message_id: int) -> Message | None:
         return (await self.get_many([message_id])).get(message_id)

@@ -55,6 +55,7 @@ from omni_store.persistence.repositories import (
     Message,
     MessageRow,
     Replay,
+    StoredMessage,
 )
 from omni_store.persistence.tenancy import TenantId
 from omni_store.persistence.threads import thread_key
@@ -177,8 +178,10 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             message.conversation_id, channel_account_id=account.id, at=at
         )
         if conversation is None:
-            await _explain_missing_conversation(uow, message.conversation_id)
-        assert conversation is not None
+            # Not this account's: say why, as a batch would.
+            refusal = _refusal(await uow.conversations.get(message.conversation_id), account.id)
+            assert refusal is not None
+            raise refusal
         contact_id = conversation.contact_id
     else:
         assert message.contact is not None and message.contact.external_user_id is not None
@@ -197,18 +200,26 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             at=at,
         )
 
-    stored = await uow.messages.insert(
-        _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
-    )
+    row = _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
+    stored = (await uow.messages.insert_many([row])).get((account.id, message.key))
     if stored is None:
         raise _DuplicateRace
-    files = await uow.attachments.insert_many(stored.id, message.attachments)
+    return _stored(stored, account, conversation, contact)
+
+
+def _stored(
+    stored: StoredMessage,
+    account: ChannelAccount,
+    conversation: Conversation,
+    contact: Contact | None,
+) -> PersistResult:
+    message = stored.message
     return PersistResult(
-        stored.id,
+        message.id,
         conversation.id,
-        contact_id,
+        message.contact_id,
         False,
-        Written(account, stored, conversation, contact, files),
+        Written(account, message, conversation, contact, stored.attachments),
     )
 
 
@@ -244,22 +255,22 @@ def _message_row(
     )
 
 
-async def _explain_missing_conversation(uow: UnitOfWork, conversation_id: int) -> None:
-    if await uow.conversations.get(conversation_id) is None:
-        raise NotFound.of(("conversationId",), "This conversation")
-    raise _other_account()
-
-
-def _other_account() -> Mismatch:
-    return Mismatch(
-        [
-            FieldError(
-                ("conversationId",),
-                ErrorCode.MISMATCH,
-                "This conversation belongs to another channel account.",
-            )
-        ]
-    )
+def _refusal(conversation: Conversation | None, channel_account_id: int) -> UserInputError | None:
+    """Why a message naming ``conversation`` (None: absent or another tenant's) cannot be
+    stored for this channel account; None when it can."""
+    if conversation is None:
+        return NotFound.of(("conversationId",), "This conversation")
+    if conversation.channel_account_id != channel_account_id:
+        return Mismatch(
+            [
+                FieldError(
+                    ("conversationId",),
+                    ErrorCode.MISMATCH,
+                    "This conversation belongs to another channel account.",
+                )
+            ]
+        )
+    return None
 
 
 # --- the other write operations ---------------------------------------------------------------
@@ -488,12 +499,9 @@ async def _persist_batch(
             continue
         conversation_id = item.message.conversation_id
         if conversation_id is not None:
-            conversation = conversations.get(conversation_id)
-            if conversation is None:
-                outcomes[item.index] = NotFound.of(("conversationId",), "This conversation")
-                continue
-            if conversation.channel_account_id != item.account_id:
-                outcomes[item.index] = _other_account()
+            refusal = _refusal(conversations.get(conversation_id), item.account_id)
+            if refusal is not None:
+                outcomes[item.index] = refusal
                 continue
         if item.key in writers:
             followers.append(item)
@@ -517,7 +525,9 @@ async def _persist_batch(
     )
 
     threads: dict[tuple[int, str], ConversationRow] = {}
-    placed: dict[tuple[int, str], tuple[tuple[int, str], int | None]] = {}
+    # Where each written message goes: its thread, and the contact it upserted (None when
+    # it named its conversation) and the contact id it is stored with.
+    placed: dict[tuple[int, str], tuple[tuple[int, str], Contact | None, int | None]] = {}
     for key, item in writers.items():
         account = accounts[item.account_id]
         message = item.message
@@ -526,10 +536,12 @@ async def _persist_batch(
             conversation = conversations[message.conversation_id]
             thread = conversation.thread_key
             row = ConversationRow(account, thread, None, None, message.channel_timestamp)
+            upserted: Contact | None = None
             contact_id = conversation.contact_id
         else:
             assert message.contact is not None and message.contact.external_user_id is not None
-            contact_id = stored_contacts[(account.id, message.contact.external_user_id)].id
+            upserted = stored_contacts[(account.id, message.contact.external_user_id)]
+            contact_id = upserted.id
             thread = thread_key(
                 external_thread_id=message.external_thread_id,
                 external_user_id=message.contact.external_user_id,
@@ -539,7 +551,7 @@ async def _persist_batch(
             row = ConversationRow(
                 account, thread, message.external_thread_id, contact_id, message.channel_timestamp
             )
-        placed[key] = ((account.id, thread), contact_id)
+        placed[key] = ((account.id, thread), upserted, contact_id)
         earlier = threads.get((account.id, thread))
         threads[(account.id, thread)] = (
             row
@@ -560,7 +572,7 @@ async def _persist_batch(
                 item.message,
                 item.digest,
                 conversation_id=stored_conversations[placed[key][0]].id,
-                contact_id=placed[key][1],
+                contact_id=placed[key][2],
             )
             for key, item in writers.items()
         ]
@@ -569,9 +581,9 @@ async def _persist_batch(
         raise _DuplicateRace
 
     for key, item in writers.items():
-        thread, contact_id = placed[key]
-        outcomes[item.index] = PersistResult(
-            inserted[key], stored_conversations[thread].id, contact_id, False
+        thread, upserted, _ = placed[key]
+        outcomes[item.index] = _stored(
+            inserted[key], accounts[item.account_id], stored_conversations[thread], upserted
         )
     for item in followers:
         stored = outcomes[writers[item.key].index]

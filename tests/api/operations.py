@@ -127,6 +127,19 @@ mutation($input: AddAttachmentsInput!) {{
   }}
 }}"""
 
+# An attachment with every metadata field set.
+PHOTO = {
+    "kind": "IMAGE",
+    "url": "https://cdn.example.com/media/photo.jpg",
+    "mimeType": "image/jpeg",
+    "sizeBytes": 48213,
+    "fileName": "photo.jpg",
+    "width": 1024,
+    "height": 768,
+    "externalId": "line-content-1",
+    "metadata": {"previewUrl": "https://cdn.example.com/media/photo-s.jpg"},
+}
+
 PAGE_INFO = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor }"
 
 TIMELINE = f"""

@@ -15,6 +15,7 @@ from tests.api.operations import (
     CONTACT_FIELDS,
     CONVERSATION_FIELDS,
     MESSAGE_FIELDS,
+    PHOTO,
     REGISTER,
     UPSERT_CONTACT,
     UPSERT_CONVERSATION,
@@ -34,19 +35,6 @@ from tests.api.operations import (
     user_errors,
 )
 from tests.conftest import row_counts
-
-PHOTO = {
-    "kind": "IMAGE",
-    "url": "https://cdn.example.com/media/photo.jpg",
-    "mimeType": "image/jpeg",
-    "sizeBytes": 48213,
-    "fileName": "photo.jpg",
-    "width": 1024,
-    "height": 768,
-    "externalId": "line-content-1",
-    "metadata": {"previewUrl": "https://cdn.example.com/media/photo-s.jpg"},
-}
-
 
 # --- idempotency -------------------------------------------------------------------------------
 

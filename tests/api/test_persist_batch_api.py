@@ -12,6 +12,8 @@ from omni_store.persistence.service import MAX_BATCH
 from omni_store.persistence.tenancy import TenantId
 from tests.api.conftest import GraphQLClient, StatementCounter
 from tests.api.operations import (
+    MESSAGE_FIELDS,
+    PHOTO,
     at,
     data_of,
     gid,
@@ -174,6 +176,56 @@ async def test_the_stored_messages_can_be_selected_from_the_results(gql: GraphQL
         ),
         (at(2), "batch-2", "message 2", {"type": "CONTACT", "displayName": "Somchai"}, []),
     ]
+
+
+BATCH_WITH_WHOLE_MESSAGES = f"""
+mutation($input: PersistMessagesInput!) {{
+  persistMessages(input: $input) {{
+    results {{ messageId deduplicated message {{ {MESSAGE_FIELDS} }} }}
+  }}
+}}"""
+
+READ_BACK = f"""
+query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Message {{ {MESSAGE_FIELDS} }} }} }}"""
+
+
+async def test_the_messages_of_a_batch_are_what_reading_them_back_gives(
+    gql: GraphQLClient, sql_statements: StatementCounter
+) -> None:
+    # Given a batch of new inbound messages (with and without attachments), replies naming
+    # their conversation, and a replay of a stored message
+    account = await register_account(gql)
+    stored = await persisted(gql, inbound(account, external_message_id="stored"))
+    conversation = stored["conversation"]["id"]
+    messages = [
+        inbound(
+            account,
+            external_message_id=f"batch-{i}",
+            user=f"U-{i % 3}",
+            attachments=[PHOTO, {"kind": "STICKER", "externalId": f"st-{i}"}] if i % 2 else None,
+        )
+        for i in range(6)
+    ]
+    messages += [outbound(account, conversation=conversation) for _ in range(2)]
+    messages.append(inbound(account, external_message_id="stored"))
+
+    # When the batch selects its whole messages
+    sql_statements.reset()
+    payload = await batch(gql, messages, BATCH_WITH_WHOLE_MESSAGES)
+    statements = sql_statements.count
+
+    # Then each is the message as stored, to the last timestamp and attachment, as a read of
+    # it afterwards gives
+    results = payload["results"]
+    assert [r["deduplicated"] for r in results] == [False] * 8 + [True]
+    assert [len(r["message"]["attachments"]) for r in results] == [0, 2, 0, 2, 0, 2, 0, 0, 0]
+    body = await gql(READ_BACK, {"ids": [r["messageId"] for r in results]})
+    assert "errors" not in body, body
+    assert body["data"]["nodes"] == [r["message"] for r in results]
+    # And the new ones were shown as the batch's statements returned them: after its 7
+    # statements, only the replay is loaded (the loaders' set_config, the message, its
+    # attachments)
+    assert statements == 7 + 3, sql_statements.statements
 
 
 async def test_a_batch_delivered_again_is_all_replays_and_writes_nothing(

@@ -197,29 +197,35 @@ mutation($input: PersistMessageInput!) {
 
 
 @pytest.mark.parametrize(
-    ("replay", "expected"),
+    ("kind", "expected"),
     [
         # Write: set_config, account + replay lookup, contact upsert, conversation upsert,
-        # message insert, attachments insert. Nothing is read back: the payload is what
-        # those statements returned.
-        (False, 6),
+        # message with its attachments. Nothing is read back: the payload is what those
+        # statements returned.
+        ("new", 5),
+        # Write: set_config, account + replay lookup, conversation moved forward, message with
+        # its attachments. Read back: the conversation's contact (set_config, contact).
+        ("reply", 6),
         # Write: set_config, account + replay lookup (found: nothing more is written).
-        # Read back as above.
-        (True, 8),
+        # Read back: set_config, message, conversation, contact, attachments, account.
+        ("replay", 8),
     ],
-    ids=["new message", "replay"],
 )
 async def test_persist_message_round_trips(
-    gql: GraphQLClient, sql_statements: StatementCounter, replay: bool, expected: int
+    gql: GraphQLClient, sql_statements: StatementCounter, kind: str, expected: int
 ) -> None:
     account = await register_account(gql)
-    message = inbound(account, attachments=[{"kind": "IMAGE", "externalId": "img-1"}])
-    if replay:
+    attachments = [{"kind": "IMAGE", "externalId": "img-1"}]
+    message = inbound(account, attachments=attachments)
+    if kind == "reply":
+        conversation = (await persisted(gql, message))["conversation"]["id"]
+        message = outbound(account, conversation=conversation, attachments=attachments)
+    elif kind == "replay":
         await persisted(gql, message)
 
     sql_statements.reset()
     body = await gql(PERSIST_SELECTION, {"input": message})
 
     payload: dict[str, Any] = data_of(body, "persistMessage")
-    assert (payload["userErrors"], payload["deduplicated"]) == ([], replay)
+    assert (payload["userErrors"], payload["deduplicated"]) == ([], kind == "replay")
     assert sql_statements.count == expected, sql_statements.statements
