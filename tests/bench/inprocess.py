@@ -33,13 +33,14 @@ import asyncio
 import cProfile
 import gc
 import io
+import itertools
 import json
 import pstats
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ from omni_store.persistence.roles import app_url, enable_app_login
 from omni_store.persistence.tenancy import TenantId
 from tests import factories
 from tests.bench.common import recreate_database, with_database
-from tests.bench.run import CONVERSATIONS, LIST_PAGE, PAGE, TIMELINE
+from tests.bench.run import CONVERSATIONS, LIST_PAGE, PAGE, PERSIST, TIMELINE
 
 SECRET = "inprocess-bench-secret-0123456789abcdef"
 CONVERSATION_COUNT = 30
@@ -128,6 +129,51 @@ async def populate(db: Database, tenant: TenantId) -> int:
         long_thread = result.conversation_id
     assert long_thread is not None
     return long_thread
+
+
+PERSIST_PAGE = "persist"
+
+
+def new_messages(account_id: int, conversation_id: int) -> Iterator[bytes]:
+    """Bodies of ``persistMessage`` for new messages (keys unique to this run), as the
+    benchmark's ``persist_new`` sends them: inbound into the long thread and outbound replies
+    naming its conversation, in turn, ~15 % with one or two image attachments."""
+    run = uuid.uuid4().hex[:8]
+    account = to_global_id("ChannelAccount", account_id)
+    conversation = to_global_id("Conversation", conversation_id)
+    for n in itertools.count():
+        key = f"inproc-{run}-{n}"
+        message: dict[str, Any] = {
+            "channelAccountId": account,
+            "channelTimestamp": factories.at(10_000 + TIMELINE_MESSAGES + n / 1000).isoformat(),
+            "content": {"type": "TEXT", "text": "ขอบคุณมากครับ" if n % 3 else "Thanks!"},
+        }
+        if n % 2 == 0:
+            message |= {
+                "direction": "INBOUND",
+                "externalMessageId": key,
+                "externalThreadId": "long",
+                "contact": {"externalUserId": "U-long", "displayName": "ลูกค้า Long"},
+            }
+        else:
+            message |= {
+                "direction": "OUTBOUND",
+                "idempotencyKey": key,
+                "conversationId": conversation,
+                "sender": {"type": "AGENT", "displayName": "Agent Nok", "externalId": "a-7"},
+            }
+        if n % 7 == 3:
+            message["attachments"] = [
+                {
+                    "kind": "IMAGE",
+                    "url": f"https://cdn.example.com/{key}/{i}.jpg",
+                    "mimeType": "image/jpeg",
+                    "sizeBytes": 120_000 + i,
+                    "externalId": f"{key}-{i}",
+                }
+                for i in range(1 + n % 2)
+            ]
+        yield body(PERSIST, {"input": message})
 
 
 class AsgiCaller:
@@ -210,6 +256,7 @@ class Bench:
         self.tenant = TenantId(uuid.UUID(int=0x5EED))
         self.pages: dict[str, bytes] = {}
         self.caller: AsgiCaller
+        self.new_messages: Iterator[bytes] = iter(())
 
     async def setup(self) -> None:
         args = self.args
@@ -247,20 +294,45 @@ class Bench:
             "conversations": len(bodies["conversations"]["data"]["conversations"]["edges"]),
         }
         assert edges == {"timeline": PAGE, "conversations": LIST_PAGE}, edges
+        account = await self._account_of(long_thread)
+        self.new_messages = new_messages(account, long_thread)
         if args.save_bodies:
             text_out = json.dumps(bodies, indent=1, sort_keys=True, ensure_ascii=False)
             await asyncio.to_thread(Path(args.save_bodies).write_text, text_out + "\n")
 
-    async def post(self, page: str, times: int) -> None:
+    async def _account_of(self, conversation_id: int) -> int:
+        async with self.db.transaction(self.tenant) as uow:
+            conversation = await uow.conversations.get(conversation_id)
+        assert conversation is not None
+        return conversation.channel_account_id
+
+    def call(self, page: str, times: int) -> Callable[[], Awaitable[tuple[int, bytes]]]:
+        """A request of ``page``, for ``times`` requests: the same body each time, or for
+        ``persist`` a new message each time (the bodies built before the clock starts)."""
+        if page == PERSIST_PAGE:
+            sent = iter(list(itertools.islice(self.new_messages, times)))
+
+            async def persist() -> tuple[int, bytes]:
+                status, answer = await self.caller.post(next(sent))
+                if status != 200 or b'"userErrors":[]' not in answer:
+                    raise SystemExit(f"persist: {status} {answer[:500]!r}")
+                return status, answer
+
+            return persist
         payload = self.pages[page]
+
+        async def read() -> tuple[int, bytes]:
+            return await self.caller.post(payload)
+
+        return read
+
+    async def post(self, page: str, times: int) -> None:
+        call = self.call(page, times)
         for _ in range(times):
-            await self.caller.post(payload)
+            await call()
 
     async def measure(self, page: str) -> None:
-        payload = self.pages[page]
-
-        async def call() -> tuple[int, bytes]:
-            return await self.caller.post(payload)
+        call = self.call(page, self.args.pages * self.args.rounds)
 
         cpu, wall = await measure(call, self.args.pages, self.args.rounds)
         print(
@@ -297,7 +369,7 @@ def run(args: argparse.Namespace) -> None:
         bench = Bench(args)
         try:
             runner.run(bench.setup())
-            selected = [p for p in bench.pages if p in args.page]
+            selected = [p for p in [*bench.pages, PERSIST_PAGE] if p in args.page]
             for page in selected:
                 runner.run(bench.post(page, args.warmup))
                 if args.callgrind:
@@ -323,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
         help="owner URL of a database to (re)create, e.g. postgresql://postgres@host/omni_x",
     )
     parser.add_argument("--keep-data", action="store_true", help="reuse the populated database")
-    parser.add_argument("--page", nargs="+", default=["timeline", "conversations"])
+    parser.add_argument(
+        "--page", nargs="+", default=["timeline", "conversations"], help="also: persist"
+    )
     parser.add_argument("--pages", type=int, default=100, help="requests per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=30)
