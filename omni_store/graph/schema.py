@@ -219,6 +219,20 @@ CLIENT_MUTATION_ID = "The input's clientMutationId, echoed (Relay)."
 USER_ERRORS = "Why the input was refused, every problem at once; empty when it was accepted."
 
 
+async def _payload_conversation(self: PersistMessagePayload, info: Info) -> Conversation | None:
+    if self._conversation_id is None:
+        return None
+    row = await info.context.loaders.conversation_by_id.load(self._conversation_id)
+    return None if row is None else Conversation.of(row)
+
+
+async def _payload_contact(self: PersistMessagePayload, info: Info) -> Contact | None:
+    if self._contact_id is None:
+        return None
+    row = await info.context.loaders.contact_by_id.load(self._contact_id)
+    return None if row is None else Contact.of(row)
+
+
 @strawberry.type(description="The result of persistMessage.")
 class PersistMessagePayload:
     client_mutation_id: str | None = strawberry.field(description=CLIENT_MUTATION_ID)
@@ -230,15 +244,20 @@ class PersistMessagePayload:
         description="The message as a timeline edge, for Relay's @appendEdge."
     )
     conversation: Conversation | None = strawberry.field(
-        description="The conversation the message belongs to; null when refused."
+        resolver=_payload_conversation,
+        description="The conversation the message belongs to; null when refused.",
     )
     contact: Contact | None = strawberry.field(
-        description="The customer of that conversation; null when refused or when it has none."
+        resolver=_payload_contact,
+        description="The customer of that conversation; null when refused or when it has none.",
     )
     deduplicated: bool = strawberry.field(
         description="True when this delivery was a replay and nothing was written."
     )
     user_errors: list[UserError] = strawberry.field(description=USER_ERRORS)
+    # Loaded only when selected (a reply naming its conversation did not read its contact).
+    _conversation_id: strawberry.Private[int | None] = None
+    _contact_id: strawberry.Private[int | None] = None
 
 
 @strawberry.type(description="What became of one message of a persistMessages batch.")
@@ -372,8 +391,6 @@ class Mutation:
                 client_mutation_id=input.client_mutation_id,
                 message=message,
                 message_edge=None,
-                conversation=None,
-                contact=None,
                 deduplicated=False,
                 user_errors=_user_errors(errors),
             )
@@ -393,20 +410,16 @@ class Mutation:
         if result.written is not None:
             ctx.loaders.prime_written(result.written)
         row = await ctx.loaders.message_by_id.load(result.message_id)
-        conversation = await ctx.loaders.conversation_by_id.load(result.conversation_id)
-        contact = (
-            await ctx.loaders.contact_by_id.load(result.contact_id) if result.contact_id else None
-        )
-        assert row is not None and conversation is not None
+        assert row is not None
         message = Message.of(row)
         return PersistMessagePayload(
             client_mutation_id=input.client_mutation_id,
             message=message,
             message_edge=MessageEdge(cursor=timeline_cursor(row), node=message),
-            conversation=Conversation.of(conversation),
-            contact=Contact.of(contact) if contact else None,
             deduplicated=result.deduplicated,
             user_errors=[],
+            _conversation_id=result.conversation_id,
+            _contact_id=result.contact_id,
         )
 
     @strawberry.mutation(

@@ -206,6 +206,8 @@ mutation($input: PersistMessageInput!) {
         # Write: set_config, account + replay lookup, conversation moved forward, message with
         # its attachments. Read back: the conversation's contact (set_config, contact).
         ("reply", 6),
+        # The same, when the payload's contact is not selected: nothing is read back.
+        ("reply without contact", 4),
         # Write: set_config, account + replay lookup (found: nothing more is written).
         # Read back: set_config, message, conversation, contact, attachments, account.
         ("replay", 8),
@@ -217,14 +219,17 @@ async def test_persist_message_round_trips(
     account = await register_account(gql)
     attachments = [{"kind": "IMAGE", "externalId": "img-1"}]
     message = inbound(account, attachments=attachments)
-    if kind == "reply":
+    selection = PERSIST_SELECTION
+    if kind == "reply without contact":
+        selection = selection.replace("contact { id }", "")
+    if kind.startswith("reply"):
         conversation = (await persisted(gql, message))["conversation"]["id"]
         message = outbound(account, conversation=conversation, attachments=attachments)
     elif kind == "replay":
         await persisted(gql, message)
 
     sql_statements.reset()
-    body = await gql(PERSIST_SELECTION, {"input": message})
+    body = await gql(selection, {"input": message})
 
     payload: dict[str, Any] = data_of(body, "persistMessage")
     assert (payload["userErrors"], payload["deduplicated"]) == ([], kind == "replay")
