@@ -57,7 +57,7 @@ from omni_store.persistence.roles import app_url, enable_app_login
 from omni_store.persistence.tenancy import TenantId
 from tests import factories
 from tests.bench.common import recreate_database, with_database
-from tests.bench.run import CONVERSATIONS, LIST_PAGE, PAGE, PERSIST, TIMELINE
+from tests.bench.run import BATCH, BATCH_SIZE, CONVERSATIONS, LIST_PAGE, PAGE, PERSIST, TIMELINE
 
 SECRET = "inprocess-bench-secret-0123456789abcdef"
 CONVERSATION_COUNT = 30
@@ -132,12 +132,13 @@ async def populate(db: Database, tenant: TenantId) -> int:
 
 
 PERSIST_PAGE = "persist"
+BATCH_PAGE = "batch"  # persistMessages of BATCH_SIZE new messages
 
 
-def new_messages(account_id: int, conversation_id: int) -> Iterator[bytes]:
-    """Bodies of ``persistMessage`` for new messages (keys unique to this run), as the
-    benchmark's ``persist_new`` sends them: inbound into the long thread and outbound replies
-    naming its conversation, in turn, ~15 % with one or two image attachments."""
+def new_messages(account_id: int, conversation_id: int) -> Iterator[dict[str, Any]]:
+    """New messages (keys unique to this run), as the benchmark's ``persist_new`` sends them:
+    inbound into the long thread and outbound replies naming its conversation, in turn, ~15 %
+    with one or two image attachments."""
     run = uuid.uuid4().hex[:8]
     account = to_global_id("ChannelAccount", account_id)
     conversation = to_global_id("Conversation", conversation_id)
@@ -173,7 +174,7 @@ def new_messages(account_id: int, conversation_id: int) -> Iterator[bytes]:
                 }
                 for i in range(1 + n % 2)
             ]
-        yield body(PERSIST, {"input": message})
+        yield message
 
 
 class AsgiCaller:
@@ -256,7 +257,7 @@ class Bench:
         self.tenant = TenantId(uuid.UUID(int=0x5EED))
         self.pages: dict[str, bytes] = {}
         self.caller: AsgiCaller
-        self.new_messages: Iterator[bytes] = iter(())
+        self.new_messages: Iterator[dict[str, Any]] = iter(())
 
     async def setup(self) -> None:
         args = self.args
@@ -309,13 +310,21 @@ class Bench:
     def call(self, page: str, times: int) -> Callable[[], Awaitable[tuple[int, bytes]]]:
         """A request of ``page``, for ``times`` requests: the same body each time, or for
         ``persist`` a new message each time (the bodies built before the clock starts)."""
-        if page == PERSIST_PAGE:
-            sent = iter(list(itertools.islice(self.new_messages, times)))
+        if page in (PERSIST_PAGE, BATCH_PAGE):
+            if page == PERSIST_PAGE:
+                bodies = [body(PERSIST, {"input": m}) for m in self.new_messages_of(times)]
+            else:
+                bodies = [
+                    body(BATCH, {"input": {"messages": self.new_messages_of(BATCH_SIZE)}})
+                    for _ in range(times)
+                ]
+            sent = iter(bodies)
 
             async def persist() -> tuple[int, bytes]:
                 status, answer = await self.caller.post(next(sent))
-                if status != 200 or b'"userErrors":[]' not in answer:
-                    raise SystemExit(f"persist: {status} {answer[:500]!r}")
+                refused = b'"userErrors":[{' in answer or b'"deduplicated":true' in answer
+                if status != 200 or refused or b'"errors"' in answer:
+                    raise SystemExit(f"{page}: {status} {answer[:500]!r}")
                 return status, answer
 
             return persist
@@ -325,6 +334,9 @@ class Bench:
             return await self.caller.post(payload)
 
         return read
+
+    def new_messages_of(self, count: int) -> list[dict[str, Any]]:
+        return list(itertools.islice(self.new_messages, count))
 
     async def post(self, page: str, times: int) -> None:
         call = self.call(page, times)
@@ -369,7 +381,7 @@ def run(args: argparse.Namespace) -> None:
         bench = Bench(args)
         try:
             runner.run(bench.setup())
-            selected = [p for p in [*bench.pages, PERSIST_PAGE] if p in args.page]
+            selected = [p for p in [*bench.pages, PERSIST_PAGE, BATCH_PAGE] if p in args.page]
             for page in selected:
                 runner.run(bench.post(page, args.warmup))
                 if args.callgrind:
@@ -396,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--keep-data", action="store_true", help="reuse the populated database")
     parser.add_argument(
-        "--page", nargs="+", default=["timeline", "conversations"], help="also: persist"
+        "--page", nargs="+", default=["timeline", "conversations"], help="also: persist, batch"
     )
     parser.add_argument("--pages", type=int, default=100, help="requests per round")
     parser.add_argument("--rounds", type=int, default=7)
