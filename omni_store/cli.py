@@ -282,7 +282,7 @@ def _serve_worker(
 
 def cmd_migrate(_: argparse.Namespace) -> None:
     settings = Settings.from_env()
-    owner_url, _ = _database_urls(settings, keep_running=False)
+    owner_url, _service_url = _database_urls(settings, keep_running=False)
     asyncio.run(_migrate(owner_url, embedded=not settings.database_url))
     print("migrations applied")
 

@@ -90,7 +90,7 @@ class GraphQLApp(GraphQL[Context, None]):
             # same kind of client mistake (json.loads raises UnicodeDecodeError for them).
             raise json.JSONDecodeError("request body is not UTF-8", "", error.start) from None
 
-    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Any, response: Any) -> Context:
         principal, auth_error = None, None
         try:
             principal = authenticate(request.headers.get("authorization"), self.jwt_secret)
@@ -103,9 +103,7 @@ class GraphQLApp(GraphQL[Context, None]):
             request_id=request.scope.get("state", {}).get("request_id", "-"),
         )
 
-    async def process_result(  # type: ignore[override]
-        self, request: Any, result: ExecutionResult
-    ) -> GraphQLHTTPResponse:
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         """Every error leaves with a code: one that escaped MaskInternalErrors (raised while
         the operation's extensions closed, such as the commit of the read transaction on a
         dropped connection) is classified and masked here."""

@@ -13,6 +13,7 @@ build the value) resolved on first use, through Strawberry's own hook for integr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any, TypeVar
 
 from strawberry.schema.name_converter import NameConverter
@@ -20,11 +21,19 @@ from strawberry.types.base import StrawberryList, StrawberryOptional, has_object
 
 T = TypeVar("T", bound=type)
 Build = Callable[[Any], Any]
+FromInput = Callable[[type, Mapping[str, Any], object], Any]
 _NAMES = NameConverter()  # the schema's naming: strawberry.Schema's default config
 
 
 def compiled(cls: T) -> T:
     """Give the Strawberry input type ``cls`` a :func:`compiled` ``from_input``."""
+    _compile(cls)
+    return cls
+
+
+@cache
+def _compile(cls: type) -> FromInput:
+    """Install the compiled ``from_input`` of ``cls`` (once) and return it."""
     definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
     assert definition.is_input, f"{cls.__name__} is not an input type"
     plan: list[tuple[str, str, Build | None]] | None = None
@@ -43,7 +52,7 @@ def compiled(cls: T) -> T:
         return target(**kwargs)
 
     definition.from_input = from_input
-    return cls
+    return from_input
 
 
 def _builder(type_: Any) -> Build | None:
@@ -58,8 +67,7 @@ def _builder(type_: Any) -> Build | None:
             return list
         return lambda values: [None if v is None else item(v) for v in values]
     if has_object_definition(type_):
-        nested = type_.__strawberry_definition__
-        if nested.from_input is None:
-            compiled(type_)
-        return lambda value: nested.from_input(type_, value, None)
+        # Its own from_input, which needs no Strawberry InputContext.
+        from_input = _compile(type_)
+        return lambda value: from_input(type_, value, None)
     return None  # scalars and enums: graphql-core has parsed them already

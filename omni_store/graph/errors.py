@@ -79,7 +79,7 @@ class MaskInternalErrors(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
-        if result is None or not getattr(result, "errors", None):
+        if result is None or not result.errors:
             return
         request_id = self._request_id(self.execution_context.context)
         masked = []

@@ -15,7 +15,7 @@ from omni_store.graph.context import Context
 class CloseReadScope(SchemaExtension):
     """Ends the request's read transaction (if one was opened) when the operation is done."""
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         try:
             yield
         finally:

@@ -29,7 +29,7 @@ OpenUnitOfWork = Callable[[], Awaitable[UnitOfWork]]
 Fetch = Callable[[UnitOfWork, Sequence[int]], Awaitable[Mapping[int, V]]]
 
 
-class _ByIdLoader(DataLoader[int, V | None], Generic[V]):  # type: ignore[misc]
+class _ByIdLoader(DataLoader[int, V | None], Generic[V]):
     fetch: Fetch[V]
 
     def __init__(self, open_uow: OpenUnitOfWork) -> None:

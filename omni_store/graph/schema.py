@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 import strawberry
@@ -444,7 +445,7 @@ class Mutation:
         accepted: list[contract.NormalizedMessage] = []
         for item in input.messages:
             normalized, id_errors = item.to_contract()
-            errors = _input_errors(id_errors, lambda n=normalized: contract.validate_message(n))
+            errors = _input_errors(id_errors, partial(contract.validate_message, normalized))
             outcomes.append(UserInputError(errors) if errors else None)
             if not errors:
                 accepted.append(normalized)

@@ -21,22 +21,31 @@ from omni_store.persistence import repositories as records
 from omni_store.persistence.cursors import Page, PageRequest
 from omni_store.persistence.errors import UserInputError
 
-E = TypeVar("E", bound=type[Enum])
 
-
-def _enum(vocabulary: E, *, description: str, values: dict[str, str], name: str | None = None) -> E:
-    """A vocabulary of the store as a GraphQL enum, with each value described for the SDL (the
-    vocabularies live in persistence, which knows nothing of GraphQL)."""
+def _enum(
+    vocabulary: type[Enum], *, description: str, values: dict[str, str], name: str | None = None
+) -> None:
+    """Make a vocabulary of the store a GraphQL enum, in place, with each value described for
+    the SDL (the vocabularies live in persistence, which knows nothing of GraphQL)."""
     wrapped = strawberry.enum(vocabulary, name=name, description=description)
     definition = wrapped.__strawberry_definition__  # type: ignore[attr-defined]
     assert {v.name for v in definition.values} == set(values), f"describe every {name} value"
     for value in definition.values:
         value.description = values[value.name]
-    return wrapped
 
 
-Channel = _enum(
-    enums.Channel,
+# The GraphQL enums are the persistence enums themselves (strawberry.enum marks the class and
+# returns it), under the names the schema uses; as plain aliases they are types to mypy too.
+Channel = enums.Channel
+MessageDirection = enums.Direction
+SenderType = enums.SenderType
+ContentType = enums.ContentType
+AttachmentKind = enums.AttachmentKind
+DeliveryStatus = enums.DeliveryStatus
+UserErrorCode = enums.ErrorCode
+
+_enum(
+    Channel,
     description="A messaging channel.",
     values={
         "LINE": "LINE Official Accounts.",
@@ -50,8 +59,8 @@ Channel = _enum(
         "WEBCHAT": "The web chat widget on the business's own site.",
     },
 )
-MessageDirection = _enum(
-    enums.Direction,
+_enum(
+    MessageDirection,
     name="MessageDirection",
     description="INBOUND: from the customer. OUTBOUND: a reply sent by the business.",
     values={
@@ -59,8 +68,8 @@ MessageDirection = _enum(
         "OUTBOUND": "From the business to the customer, persisted once the channel accepted it.",
     },
 )
-SenderType = _enum(
-    enums.SenderType,
+_enum(
+    SenderType,
     description="Who wrote a message: the CONTACT, an AGENT, a BOT or the SYSTEM.",
     values={
         "CONTACT": "The customer: the sender of every inbound message.",
@@ -69,8 +78,8 @@ SenderType = _enum(
         "SYSTEM": "The platform itself: notices and automatic messages.",
     },
 )
-ContentType = _enum(
-    enums.ContentType,
+_enum(
+    ContentType,
     description="What a message's content is.",
     values={
         "TEXT": "Plain text, in text.",
@@ -87,8 +96,8 @@ ContentType = _enum(
         "UNSUPPORTED": "A kind of message the connector does not normalize yet.",
     },
 )
-AttachmentKind = _enum(
-    enums.AttachmentKind,
+_enum(
+    AttachmentKind,
     description="What an attachment is.",
     values={
         "IMAGE": "A picture.",
@@ -98,8 +107,8 @@ AttachmentKind = _enum(
         "STICKER": "A sticker image.",
     },
 )
-DeliveryStatus = _enum(
-    enums.DeliveryStatus,
+_enum(
+    DeliveryStatus,
     description="RECEIVED for inbound messages; SENT (or later states) for outbound ones.",
     values={
         "RECEIVED": "An inbound message, stored as received.",
@@ -109,8 +118,8 @@ DeliveryStatus = _enum(
         "FAILED": "The channel reports the outbound message could not be delivered.",
     },
 )
-UserErrorCode = _enum(
-    enums.ErrorCode,
+_enum(
+    UserErrorCode,
     name="UserErrorCode",
     description="Why an input was refused.",
     values={
@@ -160,6 +169,11 @@ def _edges(page: Page[Any], edge: Callable[..., E], node: Callable[[Any], Any]) 
     return [edge(cursor=c, node=node(r)) for r, c in zip(page.items, page.cursors, strict=True)]
 
 
+def _json(value: dict[str, Any] | None) -> JSON | None:
+    """A stored JSON object as the JSON scalar (a NewType: the same object at run time)."""
+    return None if value is None else JSON(value)
+
+
 @strawberry.type(description="Relay page information; exact at both ends of a connection.")
 class PageInfo:
     has_next_page: bool = strawberry.field(description="More edges follow this page.")
@@ -168,7 +182,7 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(description="Cursor of the last edge.")
 
     @classmethod
-    def of(cls, page: Page[object]) -> PageInfo:
+    def of(cls, page: Page[Any]) -> PageInfo:
         return cls(
             has_next_page=page.has_next_page,
             has_previous_page=page.has_previous_page,
@@ -235,7 +249,7 @@ class Contact(Node):
             external_user_id=row.external_user_id,
             display_name=row.display_name,
             avatar_url=row.avatar_url,
-            profile=row.profile,
+            profile=_json(row.profile),
             created_at=row.created_at,
             updated_at=row.updated_at,
             _channel_account_id=row.channel_account_id,
@@ -296,7 +310,7 @@ class Attachment(Node):
             height=row.height,
             duration_ms=row.duration_ms,
             external_id=row.external_id,
-            metadata=row.metadata,
+            metadata=_json(row.metadata),
         )
 
 
@@ -359,7 +373,7 @@ class Message(Node):
             content=Content(
                 type=enums.ContentType(row.content_type),
                 text=row.content_text,
-                struct=row.content_struct,
+                struct=_json(row.content_struct),
             ),
             channel_timestamp=row.channel_timestamp,
             created_at=row.created_at,
@@ -388,7 +402,7 @@ class MessageConnection:
     def of(cls, page: Page[records.Message]) -> MessageConnection:
         return cls(
             edges=_edges(page, MessageEdge, Message.of),
-            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+            page_info=PageInfo.of(page),
         )
 
 
@@ -483,7 +497,7 @@ class ConversationConnection:
     def of(cls, page: Page[records.Conversation]) -> ConversationConnection:
         return cls(
             edges=_edges(page, ConversationEdge, Conversation.of),
-            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+            page_info=PageInfo.of(page),
         )
 
 
@@ -504,7 +518,7 @@ class ChannelAccountConnection:
     def of(cls, page: Page[records.ChannelAccount]) -> ChannelAccountConnection:
         return cls(
             edges=_edges(page, ChannelAccountEdge, ChannelAccount.of),
-            page_info=PageInfo.of(page),  # type: ignore[arg-type]
+            page_info=PageInfo.of(page),
         )
 
 
@@ -560,7 +574,9 @@ def _names(selections: Iterable[Selection], path: tuple[str, ...]) -> set[str]:
 
 def selected(info: Info, *path: str) -> set[str]:
     """Field names the client selected at ``path`` below the field being resolved."""
-    return _names(info.selected_fields, (info.selected_fields[0].name, *path))
+    field = info.selected_fields[0]
+    assert isinstance(field, SelectedField)  # the resolver's own field, never a fragment
+    return _names(info.selected_fields, (field.name, *path))
 
 
 async def prefetch_messages(info: Info, rows: Sequence[records.Message], wanted: set[str]) -> None:

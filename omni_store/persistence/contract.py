@@ -78,11 +78,13 @@ class AttachmentInput:
     kind: AttachmentKind | str | None = None
     url: str | None = None
     mime_type: str | None = None
-    size_bytes: int | None = None
+    # Floats as given: GraphQL carries these as Float (its Int is 32-bit), so 1.5 can arrive;
+    # validation accepts whole numbers only (INVALID otherwise).
+    size_bytes: int | float | None = None
     file_name: str | None = None
     width: int | None = None
     height: int | None = None
-    duration_ms: int | None = None
+    duration_ms: int | float | None = None
     external_id: str | None = None
     metadata: JSON | None = None
 

@@ -97,9 +97,9 @@ class UnitOfWork:
 
     async def execute(
         self, statement: Executable, parameters: Mapping[str, Any] | list[Any] | None = None
-    ) -> Result[Any]:
+    ) -> Result[*tuple[Any, ...]]:
         async with self._lock:
-            return await self._connection.execute(statement, parameters)  # type: ignore[arg-type]
+            return await self._connection.execute(statement, parameters)
 
     @asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:

