@@ -7,6 +7,7 @@ read itself. The relations (``Message.sender``, ...) are methods taking only ``s
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from inspect import Parameter
 from typing import Any
 
@@ -283,9 +284,10 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         manager = self.middleware_manager
         # Middleware (a schema extension's ``resolve`` hook) must see every field.
         self._plain_leaves = manager is None or not manager.middlewares
-        # How to execute each field of a grouped field set, by the set's id (the set is kept
-        # alive with its plan, so that the id is not reused during the execution).
-        self._plans: dict[tuple[int, str], tuple[GroupedFieldSet, list[_Planned]]] = {}
+        # How to execute each field of a grouped field set for its parent type, by the set's
+        # id (the set is kept alive with its plan: the id is not reused during the execution).
+        self._plans: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, list[_Planned]]] = {}
+        self._subfields: dict[int, tuple[GraphQLObjectType, GroupedFieldSet | None]] = {}
 
     def execute_fields(
         self,
@@ -299,10 +301,10 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
-        cached = self._plans.get((id(grouped_field_set), parent_type.name))
+        cached = self._plans.get(id(grouped_field_set))
         plan = (
-            cached[1]
-            if cached is not None and cached[0] is grouped_field_set
+            cached[2]
+            if cached is not None and cached[0] is grouped_field_set and cached[1] is parent_type
             else self._plan(parent_type, grouped_field_set)
         )
         # Deferred execution passes its delivery groups down: only leaves go fast there.
@@ -317,7 +319,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     if value is not _GENERIC:
                         results[response_name] = value
                         continue
-                field_path = Path(path, response_name, parent_type.name)
+                field_path = _path(Path, (path, response_name, parent_type.name))
                 if mode is _PLAIN_FIELD and plain:
                     result = self.execute_plain_field(
                         parent_type, source_value, field_details_list, field_path, resolve
@@ -329,7 +331,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     if result is Undefined:
                         continue
                 results[response_name] = result
-                if is_awaitable(result):
+                if type(result) not in _NEVER_AWAITABLE and is_awaitable(result):
                     awaitable_fields.append(response_name)
         except Exception:
             if awaitable_fields:
@@ -372,7 +374,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 ):
                     mode = _PLAIN_FIELD
             plan.append((response_name, field_details_list, mode, resolve))
-        self._plans[id(grouped_field_set), parent_type.name] = (grouped_field_set, plan)
+        self._plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
         return plan
 
     def execute_plain_field(
@@ -406,7 +408,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     completion.graphql_type, field_details_list, info, path, value, None
                 )
             completed = self.complete_plain(completion, field_details_list, path, value, info)
-            if self.is_awaitable(completed):
+            if type(completed) not in _NEVER_AWAITABLE and self.is_awaitable(completed):
                 return self._await_completed(
                     completed, completion.graphql_type, field_details_list, path
                 )
@@ -438,11 +440,11 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 and (is_type_of is None or is_type_of(value, None) is True)
             ):
                 object_type = completion.named_type
-                subfields = self.collect_subfields(object_type, field_details_list)
-                if not subfields.new_defer_usages:
-                    return self.execute_fields(
-                        object_type, value, path, subfields.grouped_field_set, None
-                    )
+                subfields = self._subfields.get(id(field_details_list))
+                if subfields is None or subfields[0] is not object_type:
+                    subfields = self._collect_plain_subfields(object_type, field_details_list)
+                if subfields[1] is not None:
+                    return self.execute_fields(object_type, value, path, subfields[1], None)
         elif kind is _LIST:
             if type(value) is list:
                 return self.complete_plain_list(completion, field_details_list, path, value, info)
@@ -477,7 +479,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         index = 0
         try:
             for value in iterator:
-                item_path = Path(path, index, None)
+                item_path = _path(Path, (path, index, None))
                 if is_awaitable(value):
                     if info is None:
                         info = self._info(completion, field_details_list, path)
@@ -492,7 +494,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                         completed = self.complete_plain(
                             item, field_details_list, item_path, value, info
                         )
-                        if is_awaitable(completed):
+                        if type(completed) not in _NEVER_AWAITABLE and is_awaitable(completed):
                             completed = self._await_completed(
                                 completed, item_type, field_details_list, item_path
                             )
@@ -526,6 +528,21 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             return completed_results
 
         return get_completed_results()
+
+    def _collect_plain_subfields(
+        self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList
+    ) -> tuple[GraphQLObjectType, GroupedFieldSet | None]:
+        """graphql-core's memoized ``collect_subfields``, memoized once more by the field
+        group alone (its object type is the field's): the subfields, or None if some are
+        deferred."""
+        collected = self.collect_subfields(object_type, field_details_list)
+        subfields = (
+            object_type,
+            None if collected.new_defer_usages else collected.grouped_field_set,
+        )
+        # graphql-core's memo keeps the field group alive: its id is not reused.
+        self._subfields[id(field_details_list)] = subfields
+        return subfields
 
     async def _await_completed(
         self,
@@ -571,6 +588,14 @@ def _nodes(field_details_list: FieldDetailsList) -> list[FieldNode]:
 
 _GENERIC = object()
 
+# Exactly these types (not subclasses) are neither exceptions nor awaitable: their instances
+# have no attributes of their own, so not an ``__await__`` either.
+_NEVER_AWAITABLE = frozenset({str, int, float, bool, dict, list, datetime, type(None)})
+
+# ``Path(prev, key, typename)`` without the Python frame of the named tuple's ``__new__``:
+# the same tuple, made once for every object field and list item.
+_path = tuple.__new__
+
 
 def _leaf_value(field: PlainAttribute, source: Any, is_awaitable: Callable[[Any], bool]) -> Any:
     """The completed value of a plain leaf field, or ``_GENERIC`` when graphql-core's path
@@ -580,7 +605,9 @@ def _leaf_value(field: PlainAttribute, source: Any, is_awaitable: Callable[[Any]
         value = getattr(source, field.python_name)
         if value is None:
             return None if field.nullable else _GENERIC
-        if isinstance(value, Exception) or is_awaitable(value):
+        if type(value) not in _NEVER_AWAITABLE and (
+            isinstance(value, Exception) or is_awaitable(value)
+        ):
             return _GENERIC
         coerced = field.coerce(value)  # type: ignore[misc]
     except Exception:
