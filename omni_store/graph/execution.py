@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from inspect import Parameter
+from types import CoroutineType, GeneratorType
 from typing import Any
 
 import strawberry
@@ -44,7 +45,7 @@ class PlainAttribute:
     tells :class:`PlainFieldExecutor` the field's scalar or enum type, if it has one, and how
     to coerce a value to it; or else, for an object type or a list, how to complete it."""
 
-    __slots__ = ("coerce", "completion", "leaf_type", "nullable", "python_name")
+    __slots__ = ("coerce", "completion", "leaf_type", "nullable", "python_name", "settled")
 
     def __init__(
         self,
@@ -58,9 +59,19 @@ class PlainAttribute:
         self.nullable = nullable
         self.coerce = None if leaf_type is None else _output_coercion(leaf_type)
         self.completion = None if leaf_type is not None else completion
+        self.settled = None if leaf_type is None else _settled_class(_python_class(leaf_type))
 
     def __call__(self, source: Any, info: GraphQLResolveInfo) -> Any:
         return getattr(source, self.python_name)
+
+
+def _python_class(named_type: Any) -> Any:
+    """The Python class of a Strawberry object type's values, or of a Strawberry enum's
+    members; None for other types."""
+    if isinstance(named_type, CustomGraphQLEnumType):
+        return named_type.wrapped_cls
+    definition = (getattr(named_type, "extensions", None) or {}).get("strawberry-definition")
+    return getattr(definition, "origin", None) if is_object_type(named_type) else None
 
 
 def _output_coercion(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
@@ -117,6 +128,7 @@ class Completion:
         "named_type",
         "nullable",
         "parent_type",
+        "settled",
     )
 
     def __init__(
@@ -136,6 +148,7 @@ class Completion:
         self.coerce = _output_coercion(named_type) if kind is _LEAF else None
         self.is_type_of = named_type.is_type_of if kind is _OBJECT else None
         self.item: Completion | None = None
+        self.settled = _settled_class(_python_class(named_type))
 
 
 def _completion(
@@ -315,10 +328,28 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         try:
             for response_name, field_details_list, mode, resolve in plan:
                 if mode is _LEAF_FIELD:
-                    value = _leaf_value(resolve, source_value, is_awaitable)
-                    if value is not _GENERIC:
-                        results[response_name] = value
-                        continue
+                    # A plain leaf: read and coerced here, unless graphql-core's path must
+                    # produce the value or the error (it raises again what this swallows, as
+                    # a located field error).
+                    try:
+                        value = getattr(source_value, resolve.python_name)
+                        if value is None:
+                            if resolve.nullable:
+                                results[response_name] = None
+                                continue
+                        elif (
+                            type(value) in _NEVER_AWAITABLE
+                            or (
+                                type(value) is resolve.settled and "__await__" not in value.__dict__
+                            )
+                            or not (isinstance(value, Exception) or is_awaitable(value))
+                        ):
+                            value = resolve.coerce(value)
+                            if value is not None and value is not Undefined:
+                                results[response_name] = value
+                                continue
+                    except Exception:
+                        pass
                 field_path = _path(Path, (path, response_name, parent_type.name))
                 if mode is _PLAIN_FIELD and plain:
                     result = self.execute_plain_field(
@@ -401,7 +432,9 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 )  # type: ignore[union-attr]
             else:
                 value = resolve.func(source)  # type: ignore[union-attr]
-            if self.is_awaitable(value):
+            if not (
+                type(value) is completion.settled and "__await__" not in value.__dict__
+            ) and self.is_awaitable(value):
                 if info is None:
                     info = self._info(completion, field_details_list, path)
                 return self.complete_awaitable_value(
@@ -471,6 +504,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         item = completion.item
         assert item is not None
         item_type = item.graphql_type
+        settled = item.settled
         is_awaitable = self.is_awaitable
         completed_results: list[Any] = []
         append_completed = completed_results.append
@@ -480,7 +514,9 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         try:
             for value in iterator:
                 item_path = _path(Path, (path, index, None))
-                if is_awaitable(value):
+                if not (
+                    type(value) is settled and "__await__" not in value.__dict__
+                ) and is_awaitable(value):
                     if info is None:
                         info = self._info(completion, field_details_list, path)
                     append_completed(
@@ -586,30 +622,29 @@ def _nodes(field_details_list: FieldDetailsList) -> list[FieldNode]:
     return [field_details.node for field_details in field_details_list]
 
 
-_GENERIC = object()
-
 # Exactly these types (not subclasses) are neither exceptions nor awaitable: their instances
 # have no attributes of their own, so not an ``__await__`` either.
 _NEVER_AWAITABLE = frozenset({str, int, float, bool, dict, list, datetime, type(None)})
 
+
+def _settled_class(cls: Any) -> type | None:
+    """``cls`` if an instance of exactly this class can only be an exception or awaitable
+    (a coroutine, a generator-based coroutine or anything with an ``__await__``, as the
+    executor's ``is_awaitable`` judges) by an ``__await__`` in its own ``__dict__``; None
+    otherwise. For such a class, ``"__await__" not in value.__dict__`` answers what
+    ``isinstance(value, Exception) or is_awaitable(value)`` would, without the call."""
+    if not isinstance(cls, type) or not cls.__dictoffset__:
+        return None
+    if issubclass(cls, (BaseException, CoroutineType, GeneratorType)):
+        return None
+    special = ("__await__", "__getattr__", "__getattribute__", "__class__")
+    for base in cls.__mro__:
+        # These builtins look attributes up as object does.
+        if base not in (object, str, int) and any(name in vars(base) for name in special):
+            return None
+    return cls
+
+
 # ``Path(prev, key, typename)`` without the Python frame of the named tuple's ``__new__``:
 # the same tuple, made once for every object field and list item.
 _path = tuple.__new__
-
-
-def _leaf_value(field: PlainAttribute, source: Any, is_awaitable: Callable[[Any], bool]) -> Any:
-    """The completed value of a plain leaf field, or ``_GENERIC`` when graphql-core's path
-    must produce it (or the error: it raises again what this swallowed, as a located
-    field error)."""
-    try:
-        value = getattr(source, field.python_name)
-        if value is None:
-            return None if field.nullable else _GENERIC
-        if type(value) not in _NEVER_AWAITABLE and (
-            isinstance(value, Exception) or is_awaitable(value)
-        ):
-            return _GENERIC
-        coerced = field.coerce(value)  # type: ignore[misc]
-    except Exception:
-        return _GENERIC
-    return _GENERIC if coerced is None or coerced is Undefined else coerced

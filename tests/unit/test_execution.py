@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -26,6 +27,7 @@ from omni_store.graph.execution import (
     PlainAttribute,
     PlainFieldExecutor,
     PlainMethod,
+    _settled_class,
     install_plain_attributes,
 )
 from omni_store.graph.schema import build_schema
@@ -641,3 +643,58 @@ def test_the_service_schema_completes_its_relations_directly() -> None:
     message = types["Message"].fields  # type: ignore[attr-defined]
     for name in ("sender", "content", "attachments"):
         assert message[name].resolve.completion is not None, name
+
+
+def _awaiting(value: Any) -> Any:
+    """``value`` with an ``__await__`` of its own: is_awaitable takes it for an awaitable."""
+    value.__await__ = lambda: asyncio.sleep(0, "own").__await__()
+    return value
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param(lambda: {"leaf": _awaiting(_leaf())}, id="object"),
+        pytest.param(lambda: {"leaves": [_leaf(), _awaiting(_leaf())]}, id="list-item"),
+    ],
+)
+async def test_a_value_with_an_await_of_its_own_is_taken_for_an_awaitable(
+    changes: Callable[[], dict[str, Any]],
+) -> None:
+    generic, fast = await _both_boxes(
+        lambda: [_box(**changes())], "{ boxes { leaf { name } leaves { name } made { name } } }"
+    )
+    assert fast == generic
+
+
+async def test_an_enum_member_with_an_await_of_its_own_is_taken_for_an_awaitable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        Color.RED, "__await__", lambda: asyncio.sleep(0, "own").__await__(), raising=False
+    )
+    generic, fast = await _both_boxes(lambda: [_box()], "{ boxes { leaf { color } colors } }")
+    assert fast == generic
+    assert generic[1], "the generic path awaits it and fails"
+
+
+class WithGetattr:
+    def __getattr__(self, name: str) -> Any:
+        return name
+
+
+class Slotted:
+    __slots__ = ("a",)
+
+
+class OwnAwait:
+    def __await__(self) -> Any:
+        return iter(())
+
+
+def test_only_plain_classes_are_settled_by_their_class() -> None:
+    assert _settled_class(Leaf) is Leaf
+    assert _settled_class(Color) is Color
+    assert _settled_class(Size) is Size  # a StrEnum: str looks attributes up as object does
+    for cls in (WithGetattr, Slotted, OwnAwait, ValueError, Soon, types.CoroutineType, None):
+        assert _settled_class(cls) is None, cls
