@@ -61,7 +61,7 @@ class PlainAttribute:
         self.completion = None if leaf_type is not None else completion
         self.settled = None if leaf_type is None else _settled_class(_python_class(leaf_type))
 
-    def __call__(self, source: Any, info: GraphQLResolveInfo) -> Any:
+    def __call__(self, source: Any, info: GraphQLResolveInfo[Any]) -> Any:
         return getattr(source, self.python_name)
 
 
@@ -85,6 +85,7 @@ def _output_coercion(leaf_type: GraphQLLeafType) -> Callable[[Any], Any]:
     wrapped = leaf_type.wrapped_cls
     names: dict[Any, str] = {}
     for name, value in leaf_type.values.items():
+        member: Any
         for member in wrapped:
             if member.value == value.value:
                 names.setdefault(member, name)
@@ -157,7 +158,7 @@ def _completion(
     """The :class:`Completion` of ``graphql_type`` (a field's type or the item type of its
     list), or None if its field must take graphql-core's path: an interface or a union, or
     an object type whose ``is_type_of`` may read the resolve info."""
-    named = graphql_type.of_type if is_non_null_type(graphql_type) else graphql_type  # type: ignore[attr-defined]
+    named = graphql_type.of_type if is_non_null_type(graphql_type) else graphql_type
     if is_list_type(named):
         item = _completion(named.of_type, parent_type, field_def)
         if item is None:
@@ -197,12 +198,13 @@ class PlainMethod:
     def __init__(self, field: StrawberryField, info_class: type[Info], wants_info: bool) -> None:
         assert field.base_resolver is not None
         self.field = field
-        self.func = field.base_resolver.wrapped_func
+        # A plain function here: _method_resolver only takes resolvers with a self parameter.
+        self.func: Callable[..., Any] = field.base_resolver.wrapped_func  # type: ignore[assignment]
         self.info_class = info_class
         self.wants_info = wants_info
         self.completion: Completion | None = None
 
-    def __call__(self, source: Any, info: GraphQLResolveInfo) -> Any:
+    def __call__(self, source: Any, info: GraphQLResolveInfo[Any]) -> Any:
         if self.wants_info:
             return self.func(source, self.info_class(_raw_info=info, _field=self.field))
         return self.func(source)
@@ -250,7 +252,7 @@ def install_plain_attributes(schema: strawberry.Schema) -> int:
             completion = _completion(graphql_field.type, graphql_type, graphql_field)
             if field.is_basic_field and not field.arguments:
                 nullable = not is_non_null_type(graphql_field.type)
-                named = graphql_field.type if nullable else graphql_field.type.of_type  # type: ignore[attr-defined]
+                named = graphql_field.type if nullable else graphql_field.type.of_type
                 leaf_type = named if is_leaf_type(named) else None
                 graphql_field.resolve = PlainAttribute(
                     field.python_name, leaf_type, nullable, completion
@@ -421,17 +423,17 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         completion: Completion = resolve.completion  # type: ignore[assignment]
         info = None
         try:
-            if type(resolve) is PlainAttribute:
+            if isinstance(resolve, PlainAttribute):
                 value = getattr(source, resolve.python_name)
-            elif resolve.wants_info:  # type: ignore[union-attr]
+            elif resolve.wants_info:
                 info = self.build_resolve_info(
                     completion.field_def, _nodes(field_details_list), parent_type, path
                 )
                 value = resolve.func(
                     source, resolve.info_class(_raw_info=info, _field=resolve.field)
-                )  # type: ignore[union-attr]
+                )
             else:
-                value = resolve.func(source)  # type: ignore[union-attr]
+                value = resolve.func(source)
             if not (
                 type(value) is completion.settled and "__await__" not in value.__dict__
             ) and self.is_awaitable(value):
@@ -456,7 +458,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         field_details_list: FieldDetailsList,
         path: Path,
         value: Any,
-        info: GraphQLResolveInfo | None,
+        info: GraphQLResolveInfo[Any] | None,
     ) -> Any:
         """graphql-core's ``complete_value`` of a value that is not awaitable, for the type
         of ``completion``: a plain object's subfields are executed, a list's items
@@ -497,7 +499,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         field_details_list: FieldDetailsList,
         path: Path,
         items: list[Any],
-        info: GraphQLResolveInfo | None,
+        info: GraphQLResolveInfo[Any] | None,
     ) -> Any:
         """graphql-core's ``complete_iterable_value`` of a list that is not streamed, with
         each item that is not awaitable completed by :meth:`complete_plain`."""
@@ -596,7 +598,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def _info(
         self, completion: Completion, field_details_list: FieldDetailsList, path: Path
-    ) -> GraphQLResolveInfo:
+    ) -> GraphQLResolveInfo[Any]:
         """The resolve info of the field being completed at ``path`` (or an item of it):
         the info's path is the field's, without the list indexes."""
         while isinstance(path.key, int):
