@@ -632,7 +632,9 @@ _LIMIT_RULES = [
 ]
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, plain_fields: bool = True) -> strawberry.Schema:
+    """The service's schema. ``plain_fields=False`` leaves every field to Strawberry's and
+    graphql-core's generic execution, which must answer exactly the same (tests compare)."""
     from strawberry.extensions import DisableIntrospection
 
     from omni_store.graph.execution import PlainFieldExecutor, install_plain_attributes
@@ -655,9 +657,10 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         types=[ChannelAccount, Contact, Conversation, Message],
         extensions=extensions,  # type: ignore[arg-type]
-        execution_context_class=PlainFieldExecutor,
+        execution_context_class=PlainFieldExecutor if plain_fields else None,
     )
-    # Most fields of a page are attributes of the objects the resolvers built: read them
-    # without Strawberry's per-field wrapper, and their scalars without graphql-core's.
-    install_plain_attributes(schema)
+    if plain_fields:
+        # Most fields of a page are attributes of the objects the resolvers built: read them
+        # without Strawberry's per-field wrapper, and complete them without graphql-core's.
+        install_plain_attributes(schema)
     return schema
