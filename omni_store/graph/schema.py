@@ -281,10 +281,7 @@ class PersistMessagesResult:
         "the message); empty when it was stored or deduplicated."
     )
 
-    @strawberry.field(
-        description="The stored message: as the batch wrote it, or (deduplicated or "
-        "conflicting) loaded for all results at once."
-    )
+    @strawberry.field(description="The stored message (loaded for all results at once).")
     async def message(self, info: Info) -> Message | None:
         if self.message_id is None:
             return None
@@ -449,11 +446,7 @@ class Mutation:
             outcomes.append(UserInputError(errors) if errors else None)
             if not errors:
                 accepted.append(normalized)
-        persisted = await service.persist_messages(ctx.db, tenant, accepted)
-        for outcome in persisted:
-            if isinstance(outcome, service.PersistResult) and outcome.written is not None:
-                ctx.loaders.prime_written(outcome.written)
-        stored = iter(persisted)
+        stored = iter(await service.persist_messages(ctx.db, tenant, accepted))
         return PersistMessagesPayload(
             client_mutation_id=input.client_mutation_id,
             results=[

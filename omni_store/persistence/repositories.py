@@ -265,15 +265,29 @@ JOIN messages AS m
  AND m.idempotency_key = k.key
 """
 )
+
+
 # Messages and their attachments in one statement: the attachments find their message by its
 # key among the rows the insert returned, so a message another delivery stored first (absent
-# from them) gets no attachments from this one. It returns every stored column: each message
-# joined to each of its attachments (once, with NULLs, when it has none), so that what a
-# write shows back needs no read after it.
-_MESSAGE_RETURNING = ", ".join(f.name for f in fields(Message))
-_ATTACHMENT_RETURNING = ", ".join(f.name for f in fields(Attachment))
-_INSERT_MESSAGES = text(
-    f"""
+# from them) gets no attachments from this one. Two variants of the one statement: returning
+# the ids only (a batch), or every stored column (a single message, whose payload then needs
+# no read after the write): each message joined to each of its attachments (once, with NULLs,
+# when it has none).
+@cache
+def _insert_messages(whole: bool) -> Any:
+    message_columns = ", ".join(f.name for f in fields(Message))
+    attachment_columns = ", ".join(f.name for f in fields(Attachment))
+    returning = message_columns if whole else "id, channel_account_id, idempotency_key"
+    final = (
+        f"""SELECT {", ".join(f"i.{f.name}" for f in fields(Message))},
+       {", ".join(f"f.{f.name} AS a_{f.name}" for f in fields(Attachment))}
+FROM inserted AS i LEFT JOIN files AS f ON f.message_id = i.id
+ORDER BY i.id, f.position"""
+        if whole
+        else "SELECT id, channel_account_id, idempotency_key FROM inserted"
+    )
+    return text(
+        f"""
 WITH inserted AS (
     INSERT INTO messages
         (tenant_id, channel_account_id, conversation_id, contact_id, direction, sender_type,
@@ -297,7 +311,7 @@ WITH inserted AS (
                               struct, external_id, key, reply_to, at, status, hash, n)
     ORDER BY v.n
     ON CONFLICT (tenant_id, channel_account_id, idempotency_key) DO NOTHING
-    RETURNING {_MESSAGE_RETURNING}
+    RETURNING {returning}
 ), files AS (
     INSERT INTO attachments
         (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
@@ -316,14 +330,11 @@ WITH inserted AS (
     JOIN inserted AS i ON i.channel_account_id = a.account_id AND i.idempotency_key = a.key
     ORDER BY a.n
     ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
-    RETURNING {_ATTACHMENT_RETURNING}
+    {f"RETURNING {attachment_columns}" if whole else ""}
 )
-SELECT {", ".join(f"i.{f.name}" for f in fields(Message))},
-       {", ".join(f"f.{f.name} AS a_{f.name}" for f in fields(Attachment))}
-FROM inserted AS i LEFT JOIN files AS f ON f.message_id = i.id
-ORDER BY i.id, f.position
+{final}
 """
-)
+    )
 
 
 _INSERT_ATTACHMENTS = text(
@@ -884,51 +895,26 @@ class MessageRepository(_Repository):
         key = (channel_account_id, idempotency_key)
         return (await self.find_replays([key])).get(key)
 
-    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], StoredMessage]:
+    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
         """Insert messages and their attachments in one statement, each unless its idempotency
-        key is taken (the database arbitrates concurrent deliveries). What was stored, by
-        (channel account, key); a key another delivery stored first is absent. Distinct keys,
-        inserted in key order (see :meth:`ContactRepository.upsert_many`)."""
+        key is taken (the database arbitrates concurrent deliveries). The ids of those
+        inserted, by (channel account, key); a key another delivery stored first is absent.
+        Distinct keys, inserted in key order (see :meth:`ContactRepository.upsert_many`)."""
         if not rows:
             return {}
-        ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.idempotency_key))
-        files = [(r, position, a) for r in ordered for position, a in enumerate(r.attachments)]
-        result = await self._uow.execute(
-            _INSERT_MESSAGES,
-            {
-                "tenant": self._tenant,
-                "account_ids": [r.channel_account_id for r in ordered],
-                "conversation_ids": [r.conversation_id for r in ordered],
-                "contact_ids": [r.contact_id for r in ordered],
-                "directions": [r.direction for r in ordered],
-                "sender_types": [r.sender_type for r in ordered],
-                "sender_ids": [r.sender_external_id for r in ordered],
-                "sender_names": [r.sender_display_name for r in ordered],
-                "sender_avatars": [r.sender_avatar_url for r in ordered],
-                "content_types": [r.content_type for r in ordered],
-                "texts": [r.content_text for r in ordered],
-                "structs": [_json_text(r.content_struct) for r in ordered],
-                "external_ids": [r.external_message_id for r in ordered],
-                "keys": [r.idempotency_key for r in ordered],
-                "reply_tos": [r.reply_to_external_message_id for r in ordered],
-                "ats": [r.channel_timestamp for r in ordered],
-                "statuses": [r.status for r in ordered],
-                "hashes": [r.content_hash for r in ordered],
-                "a_account_ids": [r.channel_account_id for r, _, _ in files],
-                "a_keys": [r.idempotency_key for r, _, _ in files],
-                "a_positions": [position for _, position, _ in files],
-                "a_kinds": [str(a.kind) for _, _, a in files],
-                "a_urls": [a.url for _, _, a in files],
-                "a_mime_types": [a.mime_type for _, _, a in files],
-                "a_sizes": [a.size_bytes for _, _, a in files],
-                "a_file_names": [a.file_name for _, _, a in files],
-                "a_widths": [a.width for _, _, a in files],
-                "a_heights": [a.height for _, _, a in files],
-                "a_durations": [a.duration_ms for _, _, a in files],
-                "a_external_ids": [a.external_id for _, _, a in files],
-                "a_metadata": [_json_text(a.metadata) for _, _, a in files],
-            },
+        result: Result[int, int, str] = await self._uow.execute(
+            _insert_messages(False), self._insert_values(rows)
         )
+        return {(account_id, key): id_ for id_, account_id, key in result}
+
+    async def insert_returning(
+        self, rows: Sequence[MessageRow]
+    ) -> dict[tuple[int, str], StoredMessage]:
+        """:meth:`insert_many`, returning what was stored: every column of each message and
+        of its attachments."""
+        if not rows:
+            return {}
+        result = await self._uow.execute(_insert_messages(True), self._insert_values(rows))
         stored: dict[tuple[int, str], StoredMessage] = {}
         width = _width(Message)
         for row in result:
@@ -939,6 +925,43 @@ class MessageRepository(_Repository):
             if row[width + 1] is not None:  # the attachment's id: it has one
                 stored[key].attachments.append(Attachment(*row[width:]))
         return stored
+
+    def _insert_values(self, rows: Sequence[MessageRow]) -> dict[str, Any]:
+        ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.idempotency_key))
+        files = [(r, position, a) for r in ordered for position, a in enumerate(r.attachments)]
+        return {
+            "tenant": self._tenant,
+            "account_ids": [r.channel_account_id for r in ordered],
+            "conversation_ids": [r.conversation_id for r in ordered],
+            "contact_ids": [r.contact_id for r in ordered],
+            "directions": [r.direction for r in ordered],
+            "sender_types": [r.sender_type for r in ordered],
+            "sender_ids": [r.sender_external_id for r in ordered],
+            "sender_names": [r.sender_display_name for r in ordered],
+            "sender_avatars": [r.sender_avatar_url for r in ordered],
+            "content_types": [r.content_type for r in ordered],
+            "texts": [r.content_text for r in ordered],
+            "structs": [_json_text(r.content_struct) for r in ordered],
+            "external_ids": [r.external_message_id for r in ordered],
+            "keys": [r.idempotency_key for r in ordered],
+            "reply_tos": [r.reply_to_external_message_id for r in ordered],
+            "ats": [r.channel_timestamp for r in ordered],
+            "statuses": [r.status for r in ordered],
+            "hashes": [r.content_hash for r in ordered],
+            "a_account_ids": [r.channel_account_id for r, _, _ in files],
+            "a_keys": [r.idempotency_key for r, _, _ in files],
+            "a_positions": [position for _, position, _ in files],
+            "a_kinds": [str(a.kind) for _, _, a in files],
+            "a_urls": [a.url for _, _, a in files],
+            "a_mime_types": [a.mime_type for _, _, a in files],
+            "a_sizes": [a.size_bytes for _, _, a in files],
+            "a_file_names": [a.file_name for _, _, a in files],
+            "a_widths": [a.width for _, _, a in files],
+            "a_heights": [a.height for _, _, a in files],
+            "a_durations": [a.duration_ms for _, _, a in files],
+            "a_external_ids": [a.external_id for _, _, a in files],
+            "a_metadata": [_json_text(a.metadata) for _, _, a in files],
+        }
 
     async def get(self, message_id: int) -> Message | None:
         return (await self.get_many([message_id])).get(message_id)

@@ -55,7 +55,6 @@ from omni_store.persistence.repositories import (
     Message,
     MessageRow,
     Replay,
-    StoredMessage,
 )
 from omni_store.persistence.tenancy import TenantId
 from omni_store.persistence.threads import thread_key
@@ -201,25 +200,15 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
         )
 
     row = _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
-    stored = (await uow.messages.insert_many([row])).get((account.id, message.key))
+    stored = (await uow.messages.insert_returning([row])).get((account.id, message.key))
     if stored is None:
         raise _DuplicateRace
-    return _stored(stored, account, conversation, contact)
-
-
-def _stored(
-    stored: StoredMessage,
-    account: ChannelAccount,
-    conversation: Conversation,
-    contact: Contact | None,
-) -> PersistResult:
-    message = stored.message
     return PersistResult(
-        message.id,
+        stored.message.id,
         conversation.id,
-        message.contact_id,
+        contact_id,
         False,
-        Written(account, message, conversation, contact, stored.attachments),
+        Written(account, stored.message, conversation, contact, stored.attachments),
     )
 
 
@@ -525,9 +514,7 @@ async def _persist_batch(
     )
 
     threads: dict[tuple[int, str], ConversationRow] = {}
-    # Where each written message goes: its thread, and the contact it upserted (None when
-    # it named its conversation) and the contact id it is stored with.
-    placed: dict[tuple[int, str], tuple[tuple[int, str], Contact | None, int | None]] = {}
+    placed: dict[tuple[int, str], tuple[tuple[int, str], int | None]] = {}
     for key, item in writers.items():
         account = accounts[item.account_id]
         message = item.message
@@ -536,12 +523,10 @@ async def _persist_batch(
             conversation = conversations[message.conversation_id]
             thread = conversation.thread_key
             row = ConversationRow(account, thread, None, None, message.channel_timestamp)
-            upserted: Contact | None = None
             contact_id = conversation.contact_id
         else:
             assert message.contact is not None and message.contact.external_user_id is not None
-            upserted = stored_contacts[(account.id, message.contact.external_user_id)]
-            contact_id = upserted.id
+            contact_id = stored_contacts[(account.id, message.contact.external_user_id)].id
             thread = thread_key(
                 external_thread_id=message.external_thread_id,
                 external_user_id=message.contact.external_user_id,
@@ -551,7 +536,7 @@ async def _persist_batch(
             row = ConversationRow(
                 account, thread, message.external_thread_id, contact_id, message.channel_timestamp
             )
-        placed[key] = ((account.id, thread), upserted, contact_id)
+        placed[key] = ((account.id, thread), contact_id)
         earlier = threads.get((account.id, thread))
         threads[(account.id, thread)] = (
             row
@@ -572,7 +557,7 @@ async def _persist_batch(
                 item.message,
                 item.digest,
                 conversation_id=stored_conversations[placed[key][0]].id,
-                contact_id=placed[key][2],
+                contact_id=placed[key][1],
             )
             for key, item in writers.items()
         ]
@@ -581,12 +566,9 @@ async def _persist_batch(
         raise _DuplicateRace
 
     for key, item in writers.items():
-        conversation_key, upserted, _ = placed[key]
-        outcomes[item.index] = _stored(
-            inserted[key],
-            accounts[item.account_id],
-            stored_conversations[conversation_key],
-            upserted,
+        conversation_key, contact_id = placed[key]
+        outcomes[item.index] = PersistResult(
+            inserted[key], stored_conversations[conversation_key].id, contact_id, False
         )
     for item in followers:
         stored = outcomes[writers[item.key].index]
