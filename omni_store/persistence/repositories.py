@@ -213,6 +213,22 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _attachment_arrays(items: Sequence[AttachmentInput], prefix: str = "") -> dict[str, Any]:
+    """The attachment columns of the insert statements, one array each."""
+    return {
+        f"{prefix}kinds": [str(a.kind) for a in items],
+        f"{prefix}urls": [a.url for a in items],
+        f"{prefix}mime_types": [a.mime_type for a in items],
+        f"{prefix}sizes": [a.size_bytes for a in items],
+        f"{prefix}file_names": [a.file_name for a in items],
+        f"{prefix}widths": [a.width for a in items],
+        f"{prefix}heights": [a.height for a in items],
+        f"{prefix}durations": [a.duration_ms for a in items],
+        f"{prefix}external_ids": [a.external_id for a in items],
+        f"{prefix}metadata": [_json_text(a.metadata) for a in items],
+    }
+
+
 # The batch statements take one array per column and unnest them: the statement (and so its
 # prepared plan) is the same whatever the batch size, and no batch nears the protocol's limit
 # of 32,767 parameters. Every one is scoped by :tenant like the rest.
@@ -951,16 +967,7 @@ class MessageRepository(_Repository):
             "a_account_ids": [r.channel_account_id for r, _, _ in files],
             "a_keys": [r.idempotency_key for r, _, _ in files],
             "a_positions": [position for _, position, _ in files],
-            "a_kinds": [str(a.kind) for _, _, a in files],
-            "a_urls": [a.url for _, _, a in files],
-            "a_mime_types": [a.mime_type for _, _, a in files],
-            "a_sizes": [a.size_bytes for _, _, a in files],
-            "a_file_names": [a.file_name for _, _, a in files],
-            "a_widths": [a.width for _, _, a in files],
-            "a_heights": [a.height for _, _, a in files],
-            "a_durations": [a.duration_ms for _, _, a in files],
-            "a_external_ids": [a.external_id for _, _, a in files],
-            "a_metadata": [_json_text(a.metadata) for _, _, a in files],
+            **_attachment_arrays([a for _, _, a in files], prefix="a_"),
         }
 
     async def get(self, message_id: int) -> Message | None:
@@ -1002,16 +1009,7 @@ class AttachmentRepository(_Repository):
                 "tenant": self._tenant,
                 "message_id": message_id,
                 "positions": [start_position + index for index in range(len(items))],
-                "kinds": [str(a.kind) for a in items],
-                "urls": [a.url for a in items],
-                "mime_types": [a.mime_type for a in items],
-                "sizes": [a.size_bytes for a in items],
-                "file_names": [a.file_name for a in items],
-                "widths": [a.width for a in items],
-                "heights": [a.height for a in items],
-                "durations": [a.duration_ms for a in items],
-                "external_ids": [a.external_id for a in items],
-                "metadata": [_json_text(a.metadata) for a in items],
+                **_attachment_arrays(items),
             },
         )
         stored = [_record(Attachment, r) for r in result]
