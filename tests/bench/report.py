@@ -344,7 +344,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 def write_report(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    baseline_path = directory / "100k.json"
+    # Flatness compares with the 100k run of the same label (1M-x with 100k-x): another
+    # label's 100k run may be of other code, or another machine.
+    baseline_path = directory / f"100k{stem.removeprefix(results['scale'])}.json"
     baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else None
     json_path = directory / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
