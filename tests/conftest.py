@@ -81,3 +81,11 @@ async def row_counts(engine: AsyncEngine) -> dict[str, int]:
             ).scalar_one()
             for table in TENANT_TABLES
         }
+
+
+def row_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The rows each table gained (or lost) between two :func:`row_counts`, for the tables
+    that changed only: ``{}`` when nothing was written."""
+    return {
+        table: after[table] - before[table] for table in before if after[table] != before[table]
+    }

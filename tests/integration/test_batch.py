@@ -41,14 +41,8 @@ from omni_store.persistence.service import (
     persist_messages,
 )
 from omni_store.persistence.tenancy import TenantId
-from tests.conftest import row_counts
+from tests.conftest import row_counts, row_delta
 from tests.factories import at, attachment, channel_account, inbound, outbound, tenant_rows
-
-
-def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {
-        table: after[table] - before[table] for table in before if after[table] != before[table]
-    }
 
 
 async def stored_view(engine: AsyncEngine, tenant: TenantId) -> dict[str, list[tuple[Any, ...]]]:
@@ -179,7 +173,7 @@ async def test_a_batch_stores_exactly_what_the_same_messages_one_by_one_store(
     assert len(outcomes) == len(batched) == 40
     assert all(isinstance(o, PersistResult) and not o.deduplicated for o in outcomes)
     assert [type(o) for o in outcomes] == [type(s) for s in singles]
-    delta = _delta(before, await row_counts(engine))
+    delta = row_delta(before, await row_counts(engine))
     assert sum(len(m.attachments) for m in batched) == 9
     # 9 contacts and 11 conversations per tenant besides those of "old-1".
     assert delta == {"contacts": 2 * 9, "conversations": 2 * 11, "messages": 80, "attachments": 18}
@@ -245,7 +239,7 @@ async def test_a_key_twice_in_one_batch_is_stored_once(
     assert isinstance(conflict, IdempotencyConflict)
     assert conflict.existing_message_id == version.message_id
     assert _codes(conflict) == [(("externalMessageId",), ErrorCode.IDEMPOTENCY_CONFLICT)]
-    assert _delta(before, await row_counts(engine)) == {
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 2,
@@ -320,7 +314,7 @@ async def test_refused_messages_block_none_of_the_others(
     conflict = outcomes[8]
     assert isinstance(conflict, IdempotencyConflict)
     assert conflict.existing_message_id == earlier.message_id
-    assert _delta(before, await row_counts(engine)) == {"messages": 2}
+    assert row_delta(before, await row_counts(engine)) == {"messages": 2}
     assert await tenant_rows(engine, other_tenant) == foreign_rows
     view = await stored_view(engine, tenant)
     assert {m[1] for m in view["messages"]} == keys_before | {"good-1", "good-2"}
@@ -363,7 +357,7 @@ async def test_the_largest_batch_is_stored_whole(
     outcomes = await persist_messages(db, tenant, batch)
 
     assert len({o.message_id for o in outcomes if isinstance(o, PersistResult)}) == MAX_BATCH
-    assert _delta(before, await row_counts(engine)) == {
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 50,
         "conversations": 50,
         "messages": MAX_BATCH,
@@ -473,7 +467,7 @@ async def test_a_batch_cannot_reach_another_tenants_rows(
     assert outcomes[2].deduplicated is False
     assert outcomes[2].message_id != their_message.message_id
     assert await tenant_rows(engine, other_tenant) == their_rows
-    assert _delta(before, await row_counts(engine)) == {
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 1,
@@ -519,7 +513,7 @@ async def test_concurrent_overlapping_batches_store_each_message_once(
         assert isinstance(single, PersistResult)
         ids.setdefault(history[i].key, set()).add(single.message_id)
     assert all(len(found) == 1 for found in ids.values())
-    delta = _delta(before, await row_counts(engine))
+    delta = row_delta(before, await row_counts(engine))
     view = await stored_view(engine, tenant)
     assert delta["messages"] == len(ids) == len(view["messages"])
     assert delta["attachments"] == sum(1 for i in range(120) if i % 4 == 0 and f"m-{i}" in ids)
@@ -549,7 +543,7 @@ async def test_a_batch_that_loses_a_race_stores_the_rest_and_replays_the_winner(
         winner.message_id, winner.conversation_id, winner.contact_id, True
     )
     assert all(isinstance(o, PersistResult) and not o.deduplicated for o in outcomes[:3])
-    assert _delta(before, await row_counts(engine)) == {
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 4,
@@ -615,7 +609,7 @@ async def test_a_deadlocked_batch_runs_again_by_itself(
         outcomes = await persist_messages(db, tenant, batch)
 
     assert all(isinstance(o, PersistResult) and not o.deduplicated for o in outcomes)
-    assert _delta(before, await row_counts(engine)) == {
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 3,
@@ -784,7 +778,7 @@ async def test_crossing_batches_do_not_deadlock(
 
     # Then all are stored, and PostgreSQL never had to break a deadlock between them
     assert all(isinstance(o, PersistResult) for outcomes in results for o in outcomes)
-    assert _delta(before, await row_counts(engine)) == {"messages": 400}
+    assert row_delta(before, await row_counts(engine)) == {"messages": 400}
     assert [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()] == []
     async with db.transaction(tenant) as uow:
         found = await uow.conversations.get_many(groups["p"] + groups["q"])

@@ -23,21 +23,8 @@ from omni_store.persistence.enums import AttachmentKind, ContentType, ErrorCode
 from omni_store.persistence.errors import IdempotencyConflict
 from omni_store.persistence.service import PersistResult, persist_message
 from omni_store.persistence.tenancy import TenantId
-from tests.conftest import row_counts
+from tests.conftest import row_counts, row_delta
 from tests.factories import at, attachment, channel_account, inbound, outbound, tenant_rows
-
-
-def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {table: after[table] - before[table] for table in before}
-
-
-NO_ROWS = {
-    "channel_accounts": 0,
-    "contacts": 0,
-    "conversations": 0,
-    "messages": 0,
-    "attachments": 0,
-}
 
 
 async def test_same_event_twice_stores_one_message_and_the_replay_writes_nothing(
@@ -66,8 +53,7 @@ async def test_same_event_twice_stores_one_message_and_the_replay_writes_nothing
         contact_id=first.contact_id,
         deduplicated=True,
     )
-    assert _delta(before_first, after_first) == {
-        **NO_ROWS,
+    assert row_delta(before_first, after_first) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 1,
@@ -124,8 +110,7 @@ async def test_twenty_concurrent_deliveries_of_one_event_store_exactly_one_messa
     assert len({r.conversation_id for r in results}) == 1
     assert len({r.contact_id for r in results}) == 1
     assert [r.deduplicated for r in results].count(False) == 1
-    assert _delta(before, await row_counts(engine)) == {
-        **NO_ROWS,
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 1,
@@ -181,8 +166,7 @@ async def test_concurrent_retries_of_several_events_of_one_contact_and_thread(
     assert len({by_event[f"t-{i}"][0].conversation_id for i in range(3)}) == 1
     assert len({by_event[f"u-{i}"][0].conversation_id for i in range(3)}) == 1
     assert by_event["t-0"][0].conversation_id != by_event["u-0"][0].conversation_id
-    assert _delta(before, await row_counts(engine)) == {
-        **NO_ROWS,
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 2,
         "messages": 6,
@@ -216,8 +200,7 @@ async def test_concurrent_deliveries_with_conflicting_content_store_one_and_repo
 
     # Then one message is stored; the deliveries of its content got its id (one of them as
     # new), those of the other content an IdempotencyConflict carrying that same id
-    assert _delta(before, await row_counts(engine)) == {
-        **NO_ROWS,
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 1,
         "conversations": 1,
         "messages": 1,
@@ -357,7 +340,7 @@ async def test_same_external_message_id_under_different_idempotency_keys_is_two_
     # Then the idempotency key decides: two messages
     assert (first.deduplicated, second.deduplicated) == (False, False)
     assert first.message_id != second.message_id
-    assert _delta(before, await row_counts(engine))["messages"] == 2
+    assert row_delta(before, await row_counts(engine))["messages"] == 2
 
 
 async def test_same_external_message_id_on_two_channel_accounts_of_one_tenant_is_two_messages(
@@ -381,8 +364,7 @@ async def test_same_external_message_id_on_two_channel_accounts_of_one_tenant_is
     assert on_shop.message_id != on_support.message_id
     assert on_shop.conversation_id != on_support.conversation_id
     assert on_shop.contact_id != on_support.contact_id
-    assert _delta(before, await row_counts(engine)) == {
-        **NO_ROWS,
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 2,
         "conversations": 2,
         "messages": 2,
@@ -412,8 +394,7 @@ async def test_same_external_message_id_on_two_tenants_is_two_messages(
     # Then each tenant has its own message
     assert (for_mine.deduplicated, for_theirs.deduplicated) == (False, False)
     assert for_mine.message_id != for_theirs.message_id
-    assert _delta(before, await row_counts(engine)) == {
-        **NO_ROWS,
+    assert row_delta(before, await row_counts(engine)) == {
         "contacts": 2,
         "conversations": 2,
         "messages": 2,
