@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import uuid
@@ -142,6 +143,17 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def freeze_startup_heap() -> None:
+    """Keep what exists once the service has started (modules, the schema, SQLAlchemy's
+    metadata and compiled statements: a few hundred thousand objects) out of the cyclic
+    garbage collector's full collections, which otherwise walked all of it every few seconds
+    under load: p99 at 16 clients went from 124-140 to 79-84 ms per timeline page and from
+    93-104 to 48-50 ms per persistMessage, at the same throughput. The startup garbage is
+    collected first; objects created later are collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     db: Database,
     *,
@@ -177,6 +189,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        freeze_startup_heap()
         yield
         if dispose_on_shutdown:
             await db.dispose()

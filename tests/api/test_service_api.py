@@ -4,9 +4,11 @@ exist on the same server."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 
 import httpx
@@ -36,6 +38,35 @@ async def broken_http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
             yield client
     finally:
         await engine.dispose()
+
+
+class _Cycle:
+    """An object that only the cyclic garbage collector frees (it refers to itself)."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+async def test_starting_the_app_freezes_the_heap_without_its_garbage(app: Starlette) -> None:
+    # Given cyclic garbage, that only a collection frees, and nothing frozen yet
+    gc.disable()
+    try:
+        garbage = _Cycle()
+        collected = weakref.ref(garbage)
+        del garbage
+        assert collected() is not None
+        assert gc.get_freeze_count() == 0
+
+        # When the app starts (as a server runs its lifespan)
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+            # Then the garbage was collected first, and what lives was frozen
+            assert collected() is None
+            assert frozen > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert gc.get_freeze_count() == 0
 
 
 async def test_healthz_answers_while_the_process_runs(http: httpx.AsyncClient) -> None:
