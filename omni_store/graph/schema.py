@@ -44,6 +44,7 @@ from omni_store.graph.types import (
     PageSize,
     UserError,
     Viewer,
+    optional,
     prefetch_conversations,
     selected,
 )
@@ -220,18 +221,20 @@ CLIENT_MUTATION_ID = "The input's clientMutationId, echoed (Relay)."
 USER_ERRORS = "Why the input was refused, every problem at once; empty when it was accepted."
 
 
-async def _payload_conversation(self: PersistMessagePayload, info: Info) -> Conversation | None:
+def _payload_conversation(self: PersistMessagePayload, info: Info) -> Conversation | None:
     if self._conversation_id is None:
         return None
-    row = await info.context.loaders.conversation_by_id.load(self._conversation_id)
-    return None if row is None else Conversation.of(row)
+    return info.context.loaders.conversation_by_id.resolve(  # type: ignore[return-value]
+        self._conversation_id, optional(Conversation.of)
+    )
 
 
-async def _payload_contact(self: PersistMessagePayload, info: Info) -> Contact | None:
+def _payload_contact(self: PersistMessagePayload, info: Info) -> Contact | None:
     if self._contact_id is None:
         return None
-    row = await info.context.loaders.contact_by_id.load(self._contact_id)
-    return None if row is None else Contact.of(row)
+    return info.context.loaders.contact_by_id.resolve(  # type: ignore[return-value]
+        self._contact_id, optional(Contact.of)
+    )
 
 
 @strawberry.type(description="The result of persistMessage.")
@@ -282,13 +285,14 @@ class PersistMessagesResult:
     )
 
     @strawberry.field(description="The stored message (loaded for all results at once).")
-    async def message(self, info: Info) -> Message | None:
+    def message(self, info: Info) -> Message | None:
         if self.message_id is None:
             return None
         parsed = parse_global_id(self.message_id)
         assert parsed is not None
-        row = await info.context.loaders.message_by_id.load(parsed[1])
-        return None if row is None else Message.of(row)
+        return info.context.loaders.message_by_id.resolve(  # type: ignore[return-value]
+            parsed[1], optional(Message.of)
+        )
 
 
 @strawberry.type(description="The result of persistMessages.")

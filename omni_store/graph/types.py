@@ -436,13 +436,13 @@ class Conversation(Node):
         if self._row.contact_id is None:
             return None
         return info.context.loaders.contact_by_id.resolve(  # type: ignore[return-value]
-            self._row.contact_id, _optional(Contact.of)
+            self._row.contact_id, optional(Contact.of)
         )
 
     @strawberry.field(description="The latest message by channel time.")
     def last_message(self, info: Info) -> Message | None:
         return info.context.loaders.last_message_by_conversation_id.resolve(  # type: ignore[return-value]
-            self._row.id, _optional(Message.of)
+            self._row.id, optional(Message.of)
         )
 
     @strawberry.field(
@@ -545,7 +545,8 @@ def _required(wrap: Callable[[Any], W]) -> Callable[[Any], W]:
     return checked
 
 
-def _optional(wrap: Callable[[Any], W]) -> Callable[[Any], W | None]:
+def optional(wrap: Callable[[Any], W]) -> Callable[[Any], W | None]:
+    """``wrap`` for a row that may be missing (None stays None)."""
     return lambda row: None if row is None else wrap(row)
 
 
