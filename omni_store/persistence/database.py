@@ -4,16 +4,21 @@ A :class:`UnitOfWork` is one transaction bound to one tenant: it sets ``app.tena
 that transaction only (``set_config(..., true)``: a pooled connection never carries a tenant
 into the next one), and it is the only way to get repositories. It commits in exactly one
 place, when its ``async with`` block ends without an exception.
+
+On the service's own engines (:func:`create_engine`) the tenant rides on the transaction's
+BEGIN (:class:`TenantBoundConnection`): one round trip instead of two for every unit of work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from sqlalchemy import Executable, Result, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -28,6 +33,47 @@ from omni_store.persistence.repositories import (
 from omni_store.persistence.tenancy import TenantId
 
 _SET_TENANT = text("SELECT set_config('app.tenant_id', :tenant, true)")
+
+
+class TenantBoundConnection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection whose next transaction binds a tenant as it begins.
+
+    ``BEGIN`` and ``set_config('app.tenant_id', …, true)`` go to the server as one simple
+    query, so a unit of work costs one round trip less (the set_config statement cost each
+    request about as much CPU as any other statement). SQLAlchemy begins a transaction lazily,
+    at the first statement of a unit of work, through asyncpg's ``Transaction.start()``, which
+    sends ``BEGIN…;`` through :meth:`execute`; that is where the tenant is added.
+
+    The tenant is a :class:`uuid.UUID`, whose text form is hex digits and dashes only: it is
+    written into the query as a literal, quoted, and nothing else is. Should the hook ever not
+    fire (another asyncpg), no tenant is set and row-level security shows nothing: it fails
+    closed, and the tenant-isolation tests fail.
+    """
+
+    __slots__ = ("_tenant_on_begin",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tenant_on_begin: str | None = None
+
+    def bind_tenant_on_begin(self, tenant: TenantId | None) -> None:
+        """The tenant of the next BEGIN sent on this connection (None: none)."""
+        if tenant is not None and not isinstance(tenant, uuid.UUID):
+            raise TypeError(f"a tenant is a UUID, not {type(tenant).__name__}")
+        self._tenant_on_begin = None if tenant is None else str(tenant)
+
+    async def execute(
+        self,
+        query: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (asyncpg's own signature)
+    ) -> str:
+        tenant = self._tenant_on_begin
+        if tenant is not None and not args and query.startswith("BEGIN"):
+            self._tenant_on_begin = None
+            query = f"{query} SELECT set_config('app.tenant_id', '{tenant}', true);"
+        result: str = await super().execute(query, *args, timeout=timeout)
+        return result
 
 
 def async_url(url: str) -> str:
@@ -52,6 +98,7 @@ def create_engine(
     connect_args: dict[str, Any] = {
         # asyncpg waits 60 s by default for a server that does not answer.
         "timeout": connect_timeout_seconds,
+        "connection_class": TenantBoundConnection,
         "server_settings": {
             "application_name": application_name,
             "statement_timeout": str(statement_timeout_ms),
@@ -138,8 +185,20 @@ class Database:
     async def transaction(self, tenant: TenantId) -> AsyncIterator[UnitOfWork]:
         """A unit of work for ``tenant``: commits when the block ends, rolls back on error."""
         async with self.engine.begin() as connection:
-            await connection.execute(_SET_TENANT, {"tenant": str(tenant)})
-            yield UnitOfWork(connection, tenant)
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            # Not isinstance(): asyncpg's metaclass answers True for any of its connections.
+            if TenantBoundConnection not in type(driver).__mro__:  # an engine made elsewhere
+                await connection.execute(_SET_TENANT, {"tenant": str(tenant)})
+                yield UnitOfWork(connection, tenant)
+                return
+            # Nothing has been sent yet: SQLAlchemy's BEGIN goes out with the first statement.
+            driver.bind_tenant_on_begin(tenant)
+            try:
+                yield UnitOfWork(connection, tenant)
+            finally:
+                # A unit of work that ran no statement never began: its tenant must not
+                # stay on the connection for the next one.
+                driver.bind_tenant_on_begin(None)
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

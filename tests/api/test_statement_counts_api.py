@@ -1,8 +1,8 @@
 """The inbox's pages cost a constant number of SQL statements, whatever their size: every
 relation resolves through a per-request dataloader (one tenant-scoped statement per batch).
 
-The counts include the transaction's ``set_config('app.tenant_id', …)``; BEGIN and COMMIT are
-not statements the counter sees.
+BEGIN (which carries the tenant's ``set_config``) and COMMIT are not statements the counter
+sees.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ query($id: ID!, $first: Int) {
   }
 }"""
 
-# set_config (tenant), the conversation, the page of messages, then one batch each: contacts
+# The conversation, the page of messages, then one batch each: contacts
 # (senders), attachments, channel accounts. The messages' conversation and its contact are
 # already in the request's loaders.
-TIMELINE_STATEMENTS = 6
+TIMELINE_STATEMENTS = 5
 
 
 async def group_chat(gql: GraphQLClient, messages: int) -> str:
@@ -110,9 +110,9 @@ query($first: Int) {
   }
 }"""
 
-# set_config, the page of conversations, then one batch each: contacts, last messages, channel
+# The page of conversations, then one batch each: contacts, last messages, channel
 # accounts. The last messages' senders are the conversations' contacts, already loaded.
-CONVERSATION_LIST_STATEMENTS = 5
+CONVERSATION_LIST_STATEMENTS = 4
 
 
 async def inbox(gql: GraphQLClient, conversations: int) -> None:
@@ -160,8 +160,8 @@ query($ids: [ID!]!) {
   }
 }"""
 
-# set_config, the messages by id, then one batch each: contacts, attachments, conversations.
-NODES_STATEMENTS = 5
+# The messages by id, then one batch each: contacts, attachments, conversations.
+NODES_STATEMENTS = 4
 
 
 @pytest.mark.parametrize("size", [10, 100])
@@ -199,18 +199,18 @@ mutation($input: PersistMessageInput!) {
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        # Write: set_config, account + replay lookup, contact upsert, conversation upsert,
+        # Write: account + replay lookup, contact upsert, conversation upsert,
         # message with its attachments. Nothing is read back: the payload is what those
         # statements returned.
-        ("new", 5),
-        # Write: set_config, account + replay lookup, conversation moved forward, message with
-        # its attachments. Read back: the conversation's contact (set_config, contact).
-        ("reply", 6),
+        ("new", 4),
+        # Write: account + replay lookup, conversation moved forward, message with its
+        # attachments. Read back, in a transaction of its own: the conversation's contact.
+        ("reply", 4),
         # The same, when the payload's contact is not selected: nothing is read back.
-        ("reply without contact", 4),
-        # Write: set_config, account + replay lookup (found: nothing more is written).
-        # Read back: set_config, message, conversation, contact, attachments, account.
-        ("replay", 8),
+        ("reply without contact", 3),
+        # Write: account + replay lookup (found: nothing more is written).
+        # Read back: message, conversation, contact, attachments, account.
+        ("replay", 6),
     ],
 )
 async def test_persist_message_round_trips(

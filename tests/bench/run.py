@@ -75,8 +75,10 @@ import asyncpg
 import orjson
 import psutil
 
-from omni_store.graph.auth import ALL_SCOPES, mint_token
+from omni_store.graph.auth import ALL_SCOPES, authenticate, mint_token
 from omni_store.graph.ids import to_global_id
+from omni_store.persistence.database import TenantBoundConnection
+from omni_store.persistence.tenancy import TenantId
 from tests.bench.common import (
     BENCH_DIR,
     PEER_DIR,
@@ -698,6 +700,8 @@ class Recorded:
     kind: str
     transactions: list[list[tuple[str, list[Any], Any]]]
     keys: list[str] = field(default_factory=list)  # of new messages: fresh on each replay
+    # The caller's tenant: as in the service, it goes out with each transaction's BEGIN.
+    tenant: TenantId | None = None
 
     @property
     def statements(self) -> int:
@@ -778,7 +782,8 @@ async def measurement_pass(
                     m.get("idempotencyKey") or m.get("externalMessageId")
                     for m in given.get("messages", [given])
                 ]
-                current.append(Recorded("", capture.stop(), [k for k in keys if k]))
+                tenant = authenticate(f"Bearer {token}", secret).tenant if token else None
+                current.append(Recorded("", capture.stop(), [k for k in keys if k], tenant))
                 return response.status_code, response.content
 
             async def run(kind: str, times: int) -> list[list[Recorded]]:
@@ -888,16 +893,27 @@ class RawActions:
         began = time.perf_counter()
         try:
             for transaction in request.transactions:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    for sql, params, first in transaction:
-                        rows = await conn.fetch(sql, *[_substitute(p, mapping) for p in params])
-                        got = rows[0][0] if rows else None
-                        if fresh and isinstance(first, int) and got != first and first > 1000:
-                            mapping[first] = got
+                async with self.pool.acquire() as conn:
+                    conn.bind_tenant_on_begin(request.tenant)
+                    await self._transaction(conn, transaction, mapping, fresh)
         except asyncpg.PostgresError as error:
             stats.add(kind, began, False, repr(error))
             return
         stats.add(kind, began, True)
+
+    @staticmethod
+    async def _transaction(
+        conn: Any,
+        transaction: list[tuple[str, list[Any], Any]],
+        mapping: dict[Any, Any],
+        fresh: bool,
+    ) -> None:
+        async with conn.transaction():
+            for sql, params, first in transaction:
+                rows = await conn.fetch(sql, *[_substitute(p, mapping) for p in params])
+                got = rows[0][0] if rows else None
+                if fresh and isinstance(first, int) and got != first and first > 1000:
+                    mapping[first] = got
 
     async def timeline(self, post: Any, stats: Stats) -> None:
         await self._replay(stats, "timeline", False)
@@ -1231,6 +1247,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 max_size=opts.pool_size,
                 init=_init_connection,
                 server_settings={"application_name": "omni-bench-raw"},
+                connection_class=TenantBoundConnection,
             )
             raw = RawActions(pool, sessions, opts.run_id + "r")
         binary = ensure_peer() if "peer" in opts.targets and reads else None

@@ -4,12 +4,17 @@ the service's own connection, sees and writes only the transaction's tenant."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from omni_store.persistence.database import Database, create_engine
+from omni_store.persistence.database import (
+    Database,
+    TenantBoundConnection,
+    async_url,
+    create_engine,
+)
 from omni_store.persistence.roles import app_url, rls_bypass_reasons
 from omni_store.persistence.service import persist_message
 from omni_store.persistence.tenancy import TenantId
@@ -152,6 +157,92 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_transaction(
     assert seen_b == (1, 1, 1, 2, 0)
     assert setting == str(other_tenant)
     assert seen_after == (0, 0, 0, 0, 0)
+
+
+async def test_the_tenant_goes_out_with_begin_and_not_as_a_statement_of_its_own(
+    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+) -> None:
+    await _two_tenants(Database(app_engine), tenant, other_tenant)
+    single = create_engine(app_url(database_url), pool_size=1)
+    statements: list[str] = []
+    event.listen(single.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        async with Database(single).transaction(tenant) as uow:
+            setting, *seen = (
+                await uow.execute(
+                    text(
+                        "SELECT current_setting('app.tenant_id'), "
+                        "(SELECT count(*) FROM messages), (SELECT count(*) FROM contacts)"
+                    )
+                )
+            ).one()
+    finally:
+        await single.dispose()
+
+    assert (setting, seen) == (str(tenant), [3, 1])
+    assert len(statements) == 1
+    assert "set_config" not in statements[0]
+
+
+async def test_a_unit_of_work_that_ran_nothing_leaves_no_tenant_on_its_connection(
+    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+) -> None:
+    await _two_tenants(Database(app_engine), tenant, other_tenant)
+    single = create_engine(app_url(database_url), pool_size=1)
+    try:
+        async with Database(single).transaction(tenant):
+            pass  # nothing was sent: not even BEGIN
+        with pytest.raises(RuntimeError, match="refused"):
+            async with Database(single).transaction(tenant):
+                raise RuntimeError("refused before any statement")
+        async with single.begin() as connection:  # a BEGIN of another kind of caller
+            setting = (
+                await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
+            ).scalar_one()
+            seen_after = tuple((await connection.execute(UNSCOPED_COUNTS)).one())
+    finally:
+        await single.dispose()
+
+    assert setting is None  # never set on this connection at all
+    assert seen_after == (0, 0, 0, 0, 0)
+
+
+async def test_an_engine_made_elsewhere_still_binds_the_tenant_with_a_statement(
+    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+) -> None:
+    await _two_tenants(Database(app_engine), tenant, other_tenant)
+    plain = create_async_engine(async_url(app_url(database_url)), pool_size=1)
+    statements: list[str] = []
+    event.listen(plain.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        async with Database(plain).transaction(other_tenant) as uow:
+            seen = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
+    finally:
+        await plain.dispose()
+
+    assert seen == (1, 1, 1, 2, 0)
+    assert len(statements) == 2
+    assert "set_config" in statements[0]
+
+
+async def test_only_a_uuid_can_be_bound_as_the_tenant_of_a_begin(
+    database_url: str, tenant: TenantId
+) -> None:
+    single = create_engine(app_url(database_url), pool_size=1)
+    try:
+        async with single.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            for wrong in (str(tenant), "x'); DROP TABLE messages; --", 1):
+                with pytest.raises(TypeError, match="a tenant is a UUID"):
+                    driver.bind_tenant_on_begin(wrong)
+            setting = (
+                await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
+            ).scalar_one()
+    finally:
+        await single.dispose()
+
+    assert type(driver) is TenantBoundConnection
+    assert setting is None
 
 
 async def test_the_service_role_is_bound_by_rls_and_the_owner_is_not(
