@@ -20,7 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from omni_store.graph.auth import AuthError, authenticate
+from omni_store.graph.auth import AuthError, VerifiedTokens
 from omni_store.graph.context import Context
 from omni_store.graph.errors import mask_escaped, overloaded
 from omni_store.graph.limits import MAX_BODY_BYTES, BodySizeLimit
@@ -48,7 +48,7 @@ class GraphQLApp(GraphQL[Context, None]):
             allow_queries_via_get=False,
         )
         self.db = db
-        self.jwt_secret = jwt_secret
+        self.tokens = VerifiedTokens(jwt_secret)
         # Admission: at most as many operations run as the pool has connections (each holds
         # one at a time), and the others wait their turn in order, for at most the pool
         # timeout. The pool's own queue is not fair under load (a newcomer can take a
@@ -94,7 +94,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(self, request: Any, response: Any) -> Context:
         principal, auth_error = None, None
         try:
-            principal = authenticate(request.headers.get("authorization"), self.jwt_secret)
+            principal = self.tokens.authenticate(request.headers.get("authorization"))
         except AuthError as error:
             auth_error = error
         return Context(

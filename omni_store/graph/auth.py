@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
@@ -55,14 +57,60 @@ def mint_token(
 
 def authenticate(authorization: str | None, secret: str) -> Principal:
     """The principal of an ``Authorization`` header; AuthError(UNAUTHENTICATED) otherwise."""
+    return _verify(_bearer(authorization), secret)[0]
+
+
+class VerifiedTokens:
+    """:func:`authenticate` for a service, remembering the tokens it has verified.
+
+    Clients send the same token on every request; its signature and claims are checked once
+    (about 40 µs), then only its time window, on each use, as PyJWT checks it: valid from
+    ``iat`` (and ``nbf``, if given), up to but not including ``exp``. A token is remembered
+    under its exact text, so a changed byte is a different token, verified in full. Only
+    tokens that verified are remembered, at most ``size`` of them (the oldest go first).
+    """
+
+    def __init__(
+        self, secret: str, *, size: int = 4096, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._size = size
+        self._clock = clock
+        self._verified: dict[str, tuple[Principal, int, int]] = {}
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        token = _bearer(authorization)
+        known = self._verified.get(token)
+        if known is not None:
+            principal, valid_from, valid_until = known
+            now = self._clock()
+            if valid_from <= now < valid_until:
+                return principal
+            del self._verified[token]
+            if now >= valid_until:
+                raise AuthError("UNAUTHENTICATED", "The token has expired.")
+        principal, claims = _verify(token, self._secret)
+        issued = int(claims["iat"])
+        valid_from = max(issued, int(claims.get("nbf", issued)))
+        if len(self._verified) >= self._size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, valid_from, int(claims["exp"]))
+        return principal
+
+
+def _bearer(authorization: str | None) -> str:
     if not authorization:
         raise AuthError("UNAUTHENTICATED", "Missing Authorization: Bearer token.")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("UNAUTHENTICATED", "The Authorization header must be 'Bearer <token>'.")
+    return token.strip()
+
+
+def _verify(token: str, secret: str) -> tuple[Principal, dict[str, Any]]:
     try:
         claims = jwt.decode(
-            token.strip(),
+            token,
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
@@ -79,7 +127,7 @@ def authenticate(authorization: str | None, secret: str) -> Principal:
     scope = claims.get("scope", "")
     scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
     subject = claims.get("sub")
-    return Principal(tenant, scopes, subject if isinstance(subject, str) else None)
+    return Principal(tenant, scopes, subject if isinstance(subject, str) else None), claims
 
 
 def dev_secret(data_dir: Path) -> str:
