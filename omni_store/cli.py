@@ -8,10 +8,9 @@ import logging
 import signal
 import sys
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from omni_store.config import Settings
 
@@ -161,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from omni_store.graph.auth import ALL_SCOPES, mint_token
+    from omni_store.workers import exit_cleanly, serve_processes
 
     if args.workers < 1 or (args.workers > 1 and args.port == 0):
         raise SystemExit("--workers needs a number of at least 1, and a fixed --port when over 1")
@@ -190,12 +190,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     app = _service_app(url, secret)
     # uvicorn drains the requests in flight on SIGTERM, then raises the signal again once it
     # is done: this handler makes that a clean exit (status 0), not a death by signal.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGTERM, exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
 
 
 def _service_app(url: str, secret: str) -> ASGIApp:
@@ -209,75 +205,6 @@ def _service_app(url: str, secret: str) -> ASGIApp:
         graphiql=settings.graphiql,
         introspection=settings.introspection,
     )
-
-
-def serve_processes(
-    host: str,
-    port: int,
-    workers: int,
-    build: Callable[..., ASGIApp],
-    build_args: tuple[object, ...] = (),
-    **uvicorn_options: Any,
-) -> int:
-    """Serve ``build(*build_args)`` from ``workers`` processes, each with its own listening
-    socket on the same port (SO_REUSEPORT), so that the kernel spreads connections over them.
-    (uvicorn's own workers share one socket, and whichever wakes first accepts every
-    connection waiting: keep-alive clients then all land on one process.) ``build`` runs in
-    each worker and must be importable by name. SIGTERM or SIGINT stops them gracefully; the
-    exit status is 0 when every worker exited 0. Should one die, the others are stopped too."""
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_serve_worker, args=(host, port, build, build_args, uvicorn_options))
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: each finishes its requests in flight
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    running = list(processes)
-    while running:
-        for ended in wait([p.sentinel for p in running]):
-            running = [p for p in running if p.sentinel != ended]
-            if not stopping:
-                log.error("a worker exited unexpectedly; stopping the others")
-                stop(signal.SIGTERM, None)
-    for process in processes:
-        process.join()
-    return 0 if all(p.exitcode == 0 for p in processes) else 1
-
-
-def _serve_worker(
-    host: str,
-    port: int,
-    build: Callable[..., ASGIApp],
-    build_args: tuple[object, ...],
-    uvicorn_options: dict[str, Any],
-) -> None:
-    import socket
-
-    import uvicorn
-
-    app = build(*build_args)
-    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listening.bind((host, port))
-    listening.listen(2048)
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    config = uvicorn.Config(app, **{"timeout_graceful_shutdown": 30, **uvicorn_options})
-    uvicorn.Server(config).run(sockets=[listening])
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

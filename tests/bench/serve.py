@@ -154,7 +154,7 @@ def main() -> None:
         "timeout_graceful_shutdown": 30,
     }
     if args.workers > 1 and not args.shared_socket:
-        from omni_store.cli import serve_processes
+        from omni_store.workers import serve_processes
 
         options.pop("factory")
         raise SystemExit(

@@ -55,7 +55,7 @@ def served(
     request: pytest.FixtureRequest, database_url: str, service_url: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``omni-store serve`` in a subprocess on a free port of 127.0.0.1, with one worker
-    process or two (each with its own socket on the port)."""
+    process or two (the parent accepting and dealing connections out to them)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -176,8 +176,9 @@ def _workers_of(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _listens_on(pid: int, port: int) -> bool:
-    """Whether process ``pid`` holds a socket listening on ``port`` (from /proc)."""
+def _sockets_on(pid: int, port: int, state: str) -> int:
+    """How many TCP sockets of process ``pid`` on local ``port`` are in ``state`` ("0A":
+    listening, "01": established), from /proc."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -186,17 +187,39 @@ def _listens_on(pid: int, port: int) -> bool:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
+    found = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
-                return True
-    return False
+            local, current, inode = fields[1], fields[3], fields[9]
+            if current == state and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                found += 1
+    return found
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    return _sockets_on(pid, port, "0A") > 0
+
+
+def _keep_alive_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections, each of which has had one request answered (so the process that
+    serves it holds it) and is kept open."""
+    opened = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            chunk = connection.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        opened.append(connection)
+    return opened
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
-async def test_workers_each_accept_connections_and_stop_together(
+async def test_workers_serve_connections_dealt_out_evenly_and_stop_together(
     served: tuple[subprocess.Popen[bytes], int],
 ) -> None:
     process, port = served
@@ -206,15 +229,20 @@ async def test_workers_each_accept_connections_and_stop_together(
         assert workers == []
         assert _listens_on(process.pid, port)
     else:
-        # Each worker has its own listening socket on the port: the kernel spreads new
-        # connections over them (one shared socket let one worker accept them all).
+        # The parent listens and accepts; it hands connections to the workers in turn, so
+        # keep-alive clients are spread evenly (a shared socket, or a socket per worker with
+        # SO_REUSEPORT, let one worker take most of them).
         assert len(workers) == 2
-        for _ in range(600):  # the first ready answered /healthz; the other may be starting
-            if all(_listens_on(w, port) for w in workers):
-                break
-            await asyncio.sleep(0.05)
-        assert [_listens_on(w, port) for w in workers] == [True, True]
-        assert not _listens_on(process.pid, port)
+        assert _listens_on(process.pid, port)
+        assert [_listens_on(w, port) for w in workers] == [False, False]
+        opened = await asyncio.to_thread(_keep_alive_connections, port, 8)
+        try:
+            held = [_sockets_on(w, port, "01") for w in workers]
+            assert held == [4, 4]
+            assert _sockets_on(process.pid, port, "01") == 0
+        finally:
+            for connection in opened:
+                connection.close()
 
     status = []
     for _ in range(40):
