@@ -46,6 +46,11 @@ def _x(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def _processes(env: dict[str, Any]) -> str:
+    workers = env.get("peer_workers", 1)
+    return "one process" if workers == 1 else f"{workers} processes (`--cluster-workers`)"
+
+
 def _statements(results: dict[str, Any], workload: str) -> str:
     per = results.get("statements", {})
     kinds = [k for k in STATEMENT_KINDS.get(workload, []) if k in per]
@@ -258,7 +263,7 @@ def markdown(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         f"Service: `python -m tests.bench.serve` ({serve}; = `omni-store serve` with uvicorn on "
         f"asyncio/h11 unless a lever says otherwise), pool {env['pool_size']}. "
         + (
-            f"Peer: PostGraphile {peer} on Node {env['node']}, one process, pool "
+            f"Peer: PostGraphile {peer} on Node {env['node']}, {_processes(env)}, pool "
             f"{env['pool_size']}, `--dynamic-json --disable-query-log`. "
             if peer
             else "Peer: not run. "

@@ -1096,6 +1096,7 @@ class Options:
     targets: list[str]
     pool_size: int
     serve_args: list[str]
+    peer_workers: int
     label: str | None
     seed: int
     repeat: int
@@ -1269,6 +1270,9 @@ async def run(opts: Options) -> dict[str, Any]:
                 "--max-pool-size",
                 str(opts.pool_size),
             ]
+            if opts.peer_workers > 1:
+                # Node's cluster: the primary accepts and deals connections out in turn.
+                argv += ["--cluster-workers", str(opts.peer_workers)]
             peer = Process("peer", argv, dict(os.environ), PEER_DIR, logs / "peer.log")
             await peer.wait_ready(peer_port, "/graphql", within=90)
             results["peer_version"] = _peer_version()
@@ -1392,6 +1396,7 @@ def environment(opts: Options, loop_name: str, server_version: str) -> dict[str,
         "duration": opts.duration,
         "warmup": opts.warmup,
         "pool_size": opts.pool_size,
+        "peer_workers": opts.peer_workers,
         "serve_args": opts.serve_args,
         "repeat": opts.repeat,
     }
@@ -1436,6 +1441,12 @@ def main(argv: list[str] | None = None) -> None:
         "--label", help="a lever experiment: results go to results/<scale>-<label>.*"
     )
     parser.add_argument(
+        "--peer-workers",
+        type=int,
+        default=1,
+        help="PostGraphile processes (its --cluster-workers), to compare with --workers N",
+    )
+    parser.add_argument(
         "--serve",
         default="",
         help="extra options of tests.bench.serve (levers), e.g. '--loop uvloop --http httptools'",
@@ -1469,6 +1480,7 @@ def main(argv: list[str] | None = None) -> None:
         targets=[t for t in args.targets.split(",") if t],
         pool_size=args.pool_size,
         serve_args=args.serve.split(),
+        peer_workers=args.peer_workers,
         label=args.label,
         seed=args.seed,
         repeat=args.repeat,
