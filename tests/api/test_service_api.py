@@ -12,6 +12,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
@@ -21,7 +22,7 @@ from omni_store.persistence.database import Database, create_engine
 from omni_store.persistence.roles import app_url
 from omni_store.persistence.tenancy import TenantId
 from tests.api.conftest import SECRET, GraphQLClient, token_for
-from tests.api.operations import inbound, missing_id
+from tests.api.operations import inbound, missing_id, persisted, register_account
 
 MISSING_DATABASE = f"omni_store_missing_{uuid.uuid4().hex[:12]}"
 
@@ -216,3 +217,35 @@ async def test_auth_errors_are_not_masked_when_the_database_is_down(
     response = await client.post("{ conversations { edges { cursor } } }")
 
     assert [e["extensions"] for e in response.json()["errors"]] == [{"code": "UNAUTHENTICATED"}]
+
+
+async def test_responses_are_utf8_json_even_with_integers_beyond_64_bits(
+    gql: GraphQLClient,
+) -> None:
+    account = await register_account(gql)
+    struct = {"orderId": 2**70, "price": 1.5, "title": "เสื้อยืด", "tags": [None, True, -(2**64)]}
+    message = inbound(account, content={"type": "PRODUCT", "text": "ขอบคุณ", "struct": struct})
+    stored = (await persisted(gql, message))["message"]["id"]
+
+    response = await gql.post(
+        "query($id: ID!) { node(id: $id) { ... on Message { content { text struct } } } }",
+        {"id": stored},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"data": {"node": {"content": {"text": "ขอบคุณ", "struct": struct}}}}
+    # Text as UTF-8, not \u escapes; the big integers to the last digit
+    assert "ขอบคุณ".encode() in response.content
+    assert str(2**70).encode() in response.content
+    assert str(-(2**64)).encode() in response.content
+
+
+async def test_a_page_response_is_encoded_by_orjson(gql: GraphQLClient) -> None:
+    account = await register_account(gql)
+    await persisted(gql, inbound(account, text="สวัสดี"))
+
+    response = await gql.post("{ conversations(first: 5) { edges { node { id } } } }")
+
+    assert response.status_code == 200
+    assert response.content == orjson.dumps(response.json())

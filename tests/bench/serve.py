@@ -17,7 +17,6 @@ that each one can be measured in isolation before it is made in omni_store/:
 - ``--workers N``: N uvicorn worker processes (each with its own pool of ``--pool-size``).
 - ``--pool-size N``: the SQLAlchemy pool (OMNI_STORE_POOL_SIZE).
 - ``--stable-rules``: only the limiters' rule classes built once (see ``--caches``).
-- ``--orjson``: encode GraphQL responses with orjson (GraphQLApp.encode_json).
 - ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema), with
   the depth and alias limiters' rule classes built once (else the validation cache misses).
 - ``--no-access-log``: uvicorn without its per-request access log line.
@@ -84,14 +83,6 @@ def app_factory() -> Any:
             return schema
 
         app_module.build_schema = build_schema_with_caches  # type: ignore[assignment]
-    if levers.get("orjson"):
-        import orjson
-
-        def encode_json(self: Any, data: object) -> bytes:
-            return orjson.dumps(data)
-
-        app_module.GraphQLApp.encode_json = encode_json  # type: ignore[method-assign,assignment]
-
     try:
         from omni_store.cli import service_engine
     except ImportError:  # older trees
@@ -121,7 +112,6 @@ def main() -> None:
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"])
     parser.add_argument("--http", default="h11", choices=["h11", "httptools", "auto"])
     parser.add_argument("--pool-size", type=int)
-    parser.add_argument("--orjson", action="store_true")
     parser.add_argument("--caches", action="store_true")
     parser.add_argument(
         "--stable-rules",
@@ -139,9 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pool_size:
         os.environ["OMNI_STORE_POOL_SIZE"] = str(args.pool_size)
-    os.environ[LEVERS_ENV] = json.dumps(
-        {"orjson": args.orjson, "caches": args.caches, "stable_rules": args.stable_rules}
-    )
+    os.environ[LEVERS_ENV] = json.dumps({"caches": args.caches, "stable_rules": args.stable_rules})
 
     import uvicorn
 
