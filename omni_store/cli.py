@@ -162,9 +162,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from omni_store.graph.auth import ALL_SCOPES, mint_token
     from omni_store.workers import exit_cleanly, serve_processes
 
-    if args.workers < 1 or (args.workers > 1 and args.port == 0):
-        raise SystemExit("--workers needs a number of at least 1, and a fixed --port when over 1")
     settings = Settings.from_env()
+    workers = settings.workers if args.workers is None else args.workers
+    if workers < 1 or (workers > 1 and args.port == 0):
+        raise SystemExit(
+            "--workers (or OMNI_STORE_WORKERS) needs a number of at least 1, "
+            "and a fixed --port when over 1"
+        )
     owner_url, url = _database_urls(settings, keep_running=False)
     secret = _jwt_secret(settings)
     asyncio.run(_migrate(owner_url, embedded=not settings.database_url))
@@ -181,10 +185,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         f'    {{"Authorization": "Bearer {token}"}}\n',
         flush=True,
     )
-    if args.workers > 1:
+    if workers > 1:
         sys.exit(
             serve_processes(
-                args.host, args.port, args.workers, _service_app, (url, secret), log_level="info"
+                args.host, args.port, workers, _service_app, (url, secret), log_level="info"
             )
         )
     app = _service_app(url, secret)
@@ -257,9 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes, each with a socket of its own on the port (one per core; "
-        "each has its own pool of OMNI_STORE_POOL_SIZE connections)",
+        default=None,
+        help="worker processes (default: OMNI_STORE_WORKERS, else 1); the parent accepts "
+        "connections and deals them out in turn; one per core, each with its own pool of "
+        "OMNI_STORE_POOL_SIZE connections",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -49,6 +49,8 @@ class Settings:
     """How long opening a database connection may take before the request fails."""
     graphiql: bool
     introspection: bool
+    workers: int
+    """Processes serving requests (``omni-store serve --workers`` overrides it)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,4 +67,5 @@ class Settings:
             connect_timeout_seconds=_float("OMNI_STORE_CONNECT_TIMEOUT_SECONDS", 5),
             graphiql=_bool("OMNI_STORE_GRAPHIQL", True),
             introspection=_bool("OMNI_STORE_INTROSPECTION", True),
+            workers=_int("OMNI_STORE_WORKERS", 1),
         )

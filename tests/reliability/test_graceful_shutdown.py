@@ -55,7 +55,8 @@ def served(
     request: pytest.FixtureRequest, database_url: str, service_url: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``omni-store serve`` in a subprocess on a free port of 127.0.0.1, with one worker
-    process or two (the parent accepting and dealing connections out to them)."""
+    process (``--workers 1``) or two (``OMNI_STORE_WORKERS=2``: the parent accepting and
+    dealing connections out to them)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -63,6 +64,11 @@ def served(
         "OMNI_STORE_MIGRATION_DATABASE_URL": database_url,
         "OMNI_STORE_JWT_SECRET": SECRET,
     }
+    workers = []
+    if request.param == 1:
+        workers = ["--workers", "1"]
+    else:
+        env["OMNI_STORE_WORKERS"] = str(request.param)
     with tempfile.TemporaryDirectory(prefix="omni-store-serve-") as tmp:
         log = Path(tmp) / "serve.log"
         with log.open("wb") as out:
@@ -74,8 +80,7 @@ def served(
                     "serve",
                     "--port",
                     str(port),
-                    "--workers",
-                    str(request.param),
+                    *workers,
                 ],
                 env=env,
                 stdout=out,
@@ -255,3 +260,32 @@ async def test_workers_serve_connections_dealt_out_evenly_and_stop_together(
     assert await asyncio.to_thread(process.wait, 30) == 0
     assert _refuses(port)
     assert _workers_of(process.pid) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment"),
+    [
+        (["--workers", "0"], {}),
+        ([], {"OMNI_STORE_WORKERS": "0"}),
+        (["--workers", "0"], {"OMNI_STORE_WORKERS": "2"}),
+    ],
+    ids=["flag", "environment", "flag over environment"],
+)
+def test_a_number_of_workers_under_one_is_refused_before_anything_starts(
+    arguments: list[str], environment: dict[str, str]
+) -> None:
+    inherited = {k: v for k, v in os.environ.items() if k != "OMNI_STORE_WORKERS"}
+    # A database that cannot be reached: the refusal comes before any connection is tried.
+    env = {**inherited, "DATABASE_URL": "postgresql://omni_app@127.0.0.1:1/none", **environment}
+    finished = subprocess.run(
+        [sys.executable, "-m", "omni_store.cli", "serve", "--port", "8000", *arguments],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == 1
+    assert finished.stderr.decode().strip().splitlines()[-1] == (
+        "--workers (or OMNI_STORE_WORKERS) needs a number of at least 1, "
+        "and a fixed --port when over 1"
+    )
