@@ -16,4 +16,5 @@ WORKDIR /home/omni
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz')"
 # DATABASE_URL and OMNI_STORE_JWT_SECRET must be set; migrations run on start.
+# OMNI_STORE_WORKERS=N serves from N processes: one per core the container may use.
 CMD ["omni-store", "serve", "--host", "0.0.0.0", "--port", "8000"]
