@@ -57,6 +57,21 @@ class _ByIdLoader(DataLoader[int, V | None], Generic[V]):
 
         return later()
 
+    async def load_all(self, keys: Sequence[int]) -> list[V | None]:
+        """The values of ``keys``, in order: those not loaded yet are fetched in one batch
+        (the statement a batch of ``load()`` calls makes) and kept as ``load()`` keeps them.
+        A page's relations are loaded this way, without the future, queue entry and callback
+        that ``load_many`` spends on every key."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self._futures]
+        if missing:
+            for key, value in zip(missing, await self.batch_load_fn(missing), strict=True):
+                self.prime(key, value)
+        values: list[V | None] = []
+        for key in keys:
+            future = self._futures[key]  # done, unless a load() of it is still in flight
+            values.append(future.result() if future.done() else await future)
+        return values
+
     async def batch_load_fn(self, keys: Sequence[int]) -> list[V | None]:
         found = await type(self).fetch(await self._open_uow(), keys)
         return [found.get(key) for key in keys]

@@ -591,15 +591,15 @@ async def prefetch_messages(info: Info, rows: Sequence[records.Message], wanted:
             for r in rows
             if r.sender_type == enums.SenderType.CONTACT and r.contact_id is not None
         }
-        jobs.append(loaders.contact_by_id.load_many(sorted(contact_ids)))
+        jobs.append(loaders.contact_by_id.load_all(sorted(contact_ids)))
     if "attachments" in wanted:
-        jobs.append(loaders.attachments_by_message_id.load_many([r.id for r in rows]))
+        jobs.append(loaders.attachments_by_message_id.load_all([r.id for r in rows]))
     if "channelAccount" in wanted:
         jobs.append(
-            loaders.channel_account_by_id.load_many(sorted({r.channel_account_id for r in rows}))
+            loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
         )
     if "conversation" in wanted:
-        jobs.append(loaders.conversation_by_id.load_many(sorted({r.conversation_id for r in rows})))
+        jobs.append(loaders.conversation_by_id.load_all(sorted({r.conversation_id for r in rows})))
     if jobs:
         await asyncio.gather(*jobs)
 
@@ -612,17 +612,17 @@ async def prefetch_conversations(
     jobs: list[Awaitable[Any]] = []
     if "contact" in wanted:
         jobs.append(
-            loaders.contact_by_id.load_many(
+            loaders.contact_by_id.load_all(
                 sorted({r.contact_id for r in rows if r.contact_id is not None})
             )
         )
     if "channelAccount" in wanted:
         jobs.append(
-            loaders.channel_account_by_id.load_many(sorted({r.channel_account_id for r in rows}))
+            loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
         )
     if "lastMessage" in wanted:
         # Last, so that its messages are the last result of the gather below.
-        jobs.append(loaders.last_message_by_conversation_id.load_many([r.id for r in rows]))
+        jobs.append(loaders.last_message_by_conversation_id.load_all([r.id for r in rows]))
     if not jobs:
         return
     loaded = await asyncio.gather(*jobs)
