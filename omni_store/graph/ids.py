@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 
+from omni_store.persistence.cursors import BASE64URL
 from omni_store.persistence.enums import ErrorCode
 from omni_store.persistence.errors import FieldError
 
@@ -16,7 +17,10 @@ TYPES = ("ChannelAccount", "Contact", "Conversation", "Message", "Attachment")
 
 
 def to_global_id(type_name: str, row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{type_name}:{row_id}".encode()).decode().rstrip("=")
+    """``base64url(f"{type_name}:{row_id}")`` without its padding (binascii: half the time of
+    ``base64.urlsafe_b64encode``, and a page encodes a hundred ids or more)."""
+    raw = f"{type_name}:{row_id}".encode()
+    return binascii.b2a_base64(raw, newline=False).translate(BASE64URL).rstrip(b"=").decode()
 
 
 def parse_global_id(value: str) -> tuple[str, int] | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from omni_store.graph.ids import TYPES, parse_global_id, to_global_id
 from omni_store.persistence.contract import (
     AttachmentInput,
     ContactInput,
@@ -1209,3 +1211,39 @@ def test_content_hash_changes_with_the_content() -> None:
         sender=SenderInput(type=SenderType.AGENT, display_name="Nok", external_id="a-7")
     )
     assert content_hash(renamed) != content_hash(reply)
+
+
+def _reference_cursor(kind: str, scope: int | None, at: datetime, row_id: int) -> str:
+    """The cursor's text form as first defined: clients may hold cursors of this form."""
+    payload = json.dumps([kind, scope, at.isoformat(), row_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def test_cursors_keep_their_text_form_and_decode_back() -> None:
+    rng = random.Random(38)
+    checked = 0
+    for _ in range(3000):
+        at = WHEN + timedelta(
+            seconds=rng.randrange(-(10**9), 10**9),
+            microseconds=rng.choice([0, rng.randrange(10**6)]),
+        )
+        if rng.random() < 0.3:
+            at = at.astimezone(timezone(timedelta(minutes=rng.randrange(-720, 840, 15))))
+        row_id = rng.choice([1, rng.randrange(2**63), -rng.randrange(2**63), 2**63 - 1])
+        for kind, scope in (("messages", rng.randrange(1, 2**62)), ("conversations", None)):
+            cursor = encode_cursor(kind, scope, (at, row_id))
+            assert cursor == _reference_cursor(kind, scope, at, row_id)
+            assert decode_cursor(cursor, kind=kind, scope=scope, field="after") == (at, row_id)
+            checked += 1
+    assert checked == 6000
+
+
+def test_global_ids_keep_their_text_form() -> None:
+    rng = random.Random(38)
+    ids = [1, 9, 10, 99, 2**62, 2**63 - 1, *(rng.randrange(1, 2**63) for _ in range(500))]
+    for type_name in TYPES:
+        for row_id in ids:
+            expected = base64.urlsafe_b64encode(f"{type_name}:{row_id}".encode()).decode()
+            global_id = to_global_id(type_name, row_id)
+            assert global_id == expected.rstrip("=")
+            assert parse_global_id(global_id) == (type_name, row_id)
