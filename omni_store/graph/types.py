@@ -43,6 +43,13 @@ ContentType = enums.ContentType
 AttachmentKind = enums.AttachmentKind
 DeliveryStatus = enums.DeliveryStatus
 UserErrorCode = enums.ErrorCode
+# Stored values to members (the tables' CHECK constraints admit no other values).
+_CHANNEL = enums.by_value(enums.Channel)
+_DIRECTION = enums.by_value(enums.Direction)
+_SENDER_TYPE = enums.by_value(enums.SenderType)
+_CONTENT_TYPE = enums.by_value(enums.ContentType)
+_ATTACHMENT_KIND = enums.by_value(enums.AttachmentKind)
+_DELIVERY_STATUS = enums.by_value(enums.DeliveryStatus)
 
 _enum(
     Channel,
@@ -218,7 +225,7 @@ class ChannelAccount(Node):
     def of(cls, row: records.ChannelAccount) -> ChannelAccount:
         return cls(
             id=strawberry.ID(to_global_id("ChannelAccount", row.id)),
-            channel=enums.Channel(row.channel),
+            channel=_CHANNEL(row.channel),
             external_account_id=row.external_account_id,
             display_name=row.display_name,
             fallback_window_seconds=row.fallback_window_seconds,
@@ -301,7 +308,7 @@ class Attachment(Node):
         return cls(
             id=strawberry.ID(to_global_id("Attachment", row.id)),
             position=row.position,
-            kind=enums.AttachmentKind(row.kind),
+            kind=_ATTACHMENT_KIND(row.kind),
             url=row.url,
             mime_type=row.mime_type,
             size_bytes=row.size_bytes,
@@ -341,7 +348,7 @@ class Message(Node):
         if row.sender_type == enums.SenderType.CONTACT and row.contact_id is not None:
             return info.context.loaders.contact_by_id.resolve(row.contact_id, _contact_sender)  # type: ignore[return-value]
         return Sender(
-            type=enums.SenderType(row.sender_type),
+            type=_SENDER_TYPE(row.sender_type),
             id=strawberry.ID(row.sender_external_id) if row.sender_external_id else None,
             display_name=row.sender_display_name,
             avatar_url=row.sender_avatar_url,
@@ -369,9 +376,9 @@ class Message(Node):
     def of(cls, row: records.Message) -> Message:
         return cls(
             id=strawberry.ID(to_global_id("Message", row.id)),
-            direction=enums.Direction(row.direction),
+            direction=_DIRECTION(row.direction),
             content=Content(
-                type=enums.ContentType(row.content_type),
+                type=_CONTENT_TYPE(row.content_type),
                 text=row.content_text,
                 struct=_json(row.content_struct),
             ),
@@ -380,7 +387,7 @@ class Message(Node):
             external_message_id=row.external_message_id,
             idempotency_key=row.idempotency_key,
             reply_to_external_message_id=row.reply_to_external_message_id,
-            status=enums.DeliveryStatus(row.status),
+            status=_DELIVERY_STATUS(row.status),
             _row=row,
         )
 
@@ -471,7 +478,7 @@ class Conversation(Node):
     def of(cls, row: records.Conversation) -> Conversation:
         return cls(
             id=strawberry.ID(to_global_id("Conversation", row.id)),
-            channel=enums.Channel(row.channel),
+            channel=_CHANNEL(row.channel),
             thread_key=row.thread_key,
             external_thread_id=row.external_thread_id,
             last_message_at=row.last_message_at,

@@ -12,6 +12,7 @@ import json
 import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -34,9 +35,11 @@ from omni_store.persistence.enums import (
     AttachmentKind,
     Channel,
     ContentType,
+    DeliveryStatus,
     Direction,
     ErrorCode,
     SenderType,
+    by_value,
 )
 from omni_store.persistence.errors import FieldError, ValidationFailed
 from omni_store.persistence.service import content_hash
@@ -1247,3 +1250,17 @@ def test_global_ids_keep_their_text_form() -> None:
             global_id = to_global_id(type_name, row_id)
             assert global_id == expected.rstrip("=")
             assert parse_global_id(global_id) == (type_name, row_id)
+
+
+@pytest.mark.parametrize(
+    "vocabulary",
+    [Channel, Direction, SenderType, ContentType, AttachmentKind, DeliveryStatus],
+    ids=lambda v: v.__name__,
+)
+def test_by_value_gives_each_stored_value_its_member(vocabulary: type[StrEnum]) -> None:
+    member_of = by_value(vocabulary)
+
+    assert [member_of(str(m.value)) for m in vocabulary] == list(vocabulary)
+    assert all(member_of(m.value) is vocabulary(m.value) for m in vocabulary)
+    with pytest.raises(KeyError):
+        member_of(next(iter(vocabulary)).value.lower())
