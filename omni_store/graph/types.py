@@ -3,8 +3,7 @@ relations resolve (through the request's dataloaders)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, TypeVar
@@ -591,24 +590,21 @@ async def prefetch_messages(info: Info, rows: Sequence[records.Message], wanted:
     """Load what the selected relations of these messages need, one batch per kind, so that
     each message's fields resolve from the loaders at once."""
     loaders = info.context.loaders
-    jobs: list[Awaitable[Any]] = []
     if "sender" in wanted:
         contact_ids = {
             r.contact_id
             for r in rows
             if r.sender_type == enums.SenderType.CONTACT and r.contact_id is not None
         }
-        jobs.append(loaders.contact_by_id.load_all(sorted(contact_ids)))
+        await loaders.contact_by_id.load_all(sorted(contact_ids))
+    # One batch after the other, not gathered: they share one connection anyway, and tasks
+    # waiting for it cost more than they overlap.
     if "attachments" in wanted:
-        jobs.append(loaders.attachments_by_message_id.load_all([r.id for r in rows]))
+        await loaders.attachments_by_message_id.load_all([r.id for r in rows])
     if "channelAccount" in wanted:
-        jobs.append(
-            loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
-        )
+        await loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
     if "conversation" in wanted:
-        jobs.append(loaders.conversation_by_id.load_all(sorted({r.conversation_id for r in rows})))
-    if jobs:
-        await asyncio.gather(*jobs)
+        await loaders.conversation_by_id.load_all(sorted({r.conversation_id for r in rows}))
 
 
 async def prefetch_conversations(
@@ -616,23 +612,13 @@ async def prefetch_conversations(
 ) -> None:
     """The same for a page of conversations, and for their last messages' relations."""
     loaders = info.context.loaders
-    jobs: list[Awaitable[Any]] = []
     if "contact" in wanted:
-        jobs.append(
-            loaders.contact_by_id.load_all(
-                sorted({r.contact_id for r in rows if r.contact_id is not None})
-            )
+        await loaders.contact_by_id.load_all(
+            sorted({r.contact_id for r in rows if r.contact_id is not None})
         )
     if "channelAccount" in wanted:
-        jobs.append(
-            loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
-        )
+        await loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
     if "lastMessage" in wanted:
-        # Last, so that its messages are the last result of the gather below.
-        jobs.append(loaders.last_message_by_conversation_id.load_all([r.id for r in rows]))
-    if not jobs:
-        return
-    loaded = await asyncio.gather(*jobs)
-    if "lastMessage" in wanted and last_message:
-        latest = [m for m in loaded[-1] if m is not None]
-        await prefetch_messages(info, latest, last_message)
+        latest = await loaders.last_message_by_conversation_id.load_all([r.id for r in rows])
+        if last_message:
+            await prefetch_messages(info, [m for m in latest if m is not None], last_message)
