@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import cached_property
 from inspect import Parameter
 from types import CoroutineType, GeneratorType
 from typing import Any
@@ -208,6 +209,36 @@ class PlainMethod:
         if self.wants_info:
             return self.func(source, self.info_class(_raw_info=info, _field=self.field))
         return self.func(source)
+
+
+class ContextFirstInfo(Info):
+    """Strawberry's ``Info`` for a :class:`PlainMethod` resolver, with its context at hand
+    and graphql-core's resolve info (16 values) built only if the resolver reads anything
+    else. The relation resolvers read only ``info.context``, and a page calls a hundred."""
+
+    def __init__(
+        self,
+        executor: PlainFieldExecutor,
+        completion: Completion,
+        field_details_list: FieldDetailsList,
+        parent_type: GraphQLObjectType,
+        path: Path,
+        field: StrawberryField,
+    ) -> None:
+        self._field = field
+        self._executor = executor
+        self._where = (completion, field_details_list, parent_type, path)
+
+    @property
+    def context(self) -> Any:
+        return self._executor.context_value
+
+    @cached_property
+    def _raw_info(self) -> GraphQLResolveInfo[Any]:  # type: ignore[override]
+        completion, field_details_list, parent_type, path = self._where
+        return self._executor.build_resolve_info(
+            completion.field_def, _nodes(field_details_list), parent_type, path
+        )
 
 
 def _method_resolver(field: StrawberryField, info_class: type[Info]) -> PlainMethod | None:
@@ -426,12 +457,20 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             if isinstance(resolve, PlainAttribute):
                 value = getattr(source, resolve.python_name)
             elif resolve.wants_info:
-                info = self.build_resolve_info(
-                    completion.field_def, _nodes(field_details_list), parent_type, path
-                )
-                value = resolve.func(
-                    source, resolve.info_class(_raw_info=info, _field=resolve.field)
-                )
+                if resolve.info_class is Info:
+                    value = resolve.func(
+                        source,
+                        ContextFirstInfo(
+                            self, completion, field_details_list, parent_type, path, resolve.field
+                        ),
+                    )
+                else:  # a schema's own Info class: built in full, as Strawberry builds it
+                    info = self.build_resolve_info(
+                        completion.field_def, _nodes(field_details_list), parent_type, path
+                    )
+                    value = resolve.func(
+                        source, resolve.info_class(_raw_info=info, _field=resolve.field)
+                    )
             else:
                 value = resolve.func(source)
             if not (

@@ -283,6 +283,11 @@ class Box:
         return self.maybe_leaf
 
     @strawberry.field
+    def from_context(self, info: strawberry.Info) -> str | None:
+        CALLS.append("from_context")
+        return info.context.get("label") if isinstance(info.context, dict) else None
+
+    @strawberry.field
     def made_list(self, info: strawberry.Info) -> list[Leaf | None]:
         CALLS.append(f"made_list {info.field_name}")
         return self.maybe_leaves  # type: ignore[return-value]
@@ -698,3 +703,29 @@ def test_only_plain_classes_are_settled_by_their_class() -> None:
     assert _settled_class(Size) is Size  # a StrEnum: str looks attributes up as object does
     for cls in (WithGetattr, Slotted, OwnAwait, ValueError, Soon, types.CoroutineType, None):
         assert _settled_class(cls) is None, cls
+
+
+async def test_a_method_reading_only_its_context_builds_no_resolve_info(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[list[Any]] = []
+    real = PlainFieldExecutor.build_resolve_info
+
+    def counting(self: PlainFieldExecutor, *args: Any) -> Any:
+        built.append(args[3].as_list())
+        return real(self, *args)
+
+    monkeypatch.setattr(PlainFieldExecutor, "build_resolve_info", counting)
+    generic, fast = _schemas(BoxQuery)
+    answers = []
+    for schema in (generic, fast):
+        BOXES[:] = [_box(), _box()]
+        built.clear()
+        result = await schema.execute(
+            "{ boxes { fromContext } }", context_value={"label": "from the request"}
+        )
+        answers.append((result.data, result.errors, list(built)))
+
+    expected = {"boxes": [{"fromContext": "from the request"}] * 2}
+    assert answers[0][:2] == answers[1][:2] == (expected, None)
+    assert answers[1][2] == []  # none per box (the old path built one for each)
