@@ -6,10 +6,9 @@ id resolves to nothing, exactly like an id that never existed.
 
 from __future__ import annotations
 
-import base64
 import binascii
 
-from omni_store.persistence.cursors import BASE64URL
+from omni_store.persistence.cursors import from_base64url, to_base64url
 from omni_store.persistence.enums import ErrorCode
 from omni_store.persistence.errors import FieldError
 
@@ -17,16 +16,13 @@ TYPES = ("ChannelAccount", "Contact", "Conversation", "Message", "Attachment")
 
 
 def to_global_id(type_name: str, row_id: int) -> str:
-    """``base64url(f"{type_name}:{row_id}")`` without its padding (binascii: half the time of
-    ``base64.urlsafe_b64encode``, and a page encodes a hundred ids or more)."""
-    raw = f"{type_name}:{row_id}".encode()
-    return binascii.b2a_base64(raw, newline=False).translate(BASE64URL).rstrip(b"=").decode()
+    return to_base64url(f"{type_name}:{row_id}".encode())
 
 
 def parse_global_id(value: str) -> tuple[str, int] | None:
     """(type, id), or None for anything that is not a global id of ours."""
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        raw = from_base64url(value).decode()
         type_name, _, number = raw.partition(":")
         row_id = int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

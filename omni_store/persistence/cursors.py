@@ -21,9 +21,9 @@ from omni_store.persistence.enums import ErrorCode
 from omni_store.persistence.errors import FieldError, ValidationFailed
 
 MAX_PAGE_SIZE = 100
-# Standard base64 to its URL-safe alphabet (what base64.urlsafe_b64encode does after encoding).
-BASE64URL = bytes.maketrans(b"+/", b"-_")
 DEFAULT_PAGE_SIZE = 20
+# Standard base64 to its URL-safe alphabet (what base64.urlsafe_b64encode does after encoding).
+_BASE64URL = bytes.maketrans(b"+/", b"-_")
 
 Keyset = tuple[datetime, int]
 T = TypeVar("T")
@@ -66,19 +66,30 @@ class PageRequest:
             raise ValidationFailed(errors)
 
 
+def to_base64url(raw: bytes) -> str:
+    """``base64.urlsafe_b64encode(raw)`` without its padding, in half the time (binascii): the
+    text form of cursors and global ids, of which a page encodes a hundred or more."""
+    return binascii.b2a_base64(raw, newline=False).translate(_BASE64URL).rstrip(b"=").decode()
+
+
+def from_base64url(text: str) -> bytes:
+    """The bytes of :func:`to_base64url`'s text; binascii.Error (a ValueError) if it is not
+    base64url."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def encode_cursor(kind: str, scope: int | None, key: Keyset) -> str:
     """``base64url(json.dumps([kind, scope, at.isoformat(), row_id], separators=(",", ":")))``
-    without its padding, built with orjson and binascii: the same text in about 40 % of the
-    time (a page encodes one cursor per row)."""
+    without its padding, built with orjson: the same text in about 40 % of the time (a page
+    encodes one cursor per row)."""
     at, row_id = key
-    payload = orjson.dumps([kind, scope, at.isoformat(), row_id])
-    return binascii.b2a_base64(payload, newline=False).translate(BASE64URL).rstrip(b"=").decode()
+    return to_base64url(orjson.dumps([kind, scope, at.isoformat(), row_id]))
 
 
 def decode_cursor(cursor: str, *, kind: str, scope: int | None, field: str) -> Keyset:
     """The keyset in ``cursor``; ValidationFailed if it is not a cursor of this connection."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = from_base64url(cursor)
         got_kind, got_scope, at, row_id = json.loads(raw)
         if got_kind != kind or got_scope != scope:
             raise ValueError("cursor of another connection")
