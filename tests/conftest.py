@@ -8,13 +8,16 @@ between tests, and row counts of whole tables are still exact because tests run 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +27,12 @@ from omni_store.persistence.migrate import upgrade
 from omni_store.persistence.roles import app_url, enable_app_login
 from omni_store.persistence.tables import TENANT_TABLES
 from omni_store.persistence.tenancy import TenantId
+
+# Hypothesis keeps caches in ./.hypothesis by default; at the project root that directory trips
+# pytest's collection (norecursedirs is set, warnings are errors), so keep them elsewhere.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="omni-store-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Annotated
 
@@ -629,13 +630,15 @@ _LIMIT_RULES = [
 ]
 
 
-def build_schema(*, introspection: bool = True, plain_fields: bool = True) -> strawberry.Schema:
-    """The service's schema. ``plain_fields=False`` leaves every field to Strawberry's and
-    graphql-core's generic execution, which must answer exactly the same (tests compare)."""
+def build_schema(*, introspection: bool = True, fast_paths: bool = True) -> strawberry.Schema:
+    """The service's schema. ``fast_paths=False`` leaves every field to Strawberry's and
+    graphql-core's generic execution, and DateTime values to Strawberry's parser; both must
+    answer exactly the same (tests compare)."""
     from strawberry.extensions import DisableIntrospection
 
     from omni_store.graph.execution import PlainFieldExecutor, install_plain_attributes
     from omni_store.graph.extensions import CachedParse, CloseReadScope
+    from omni_store.graph.scalars import DATETIME
 
     # Factories: each request gets fresh extension instances.
     extensions: list[object] = [
@@ -654,9 +657,10 @@ def build_schema(*, introspection: bool = True, plain_fields: bool = True) -> st
         mutation=Mutation,
         types=[ChannelAccount, Contact, Conversation, Message],
         extensions=extensions,  # type: ignore[arg-type]
-        execution_context_class=PlainFieldExecutor if plain_fields else None,
+        execution_context_class=PlainFieldExecutor if fast_paths else None,
+        scalar_overrides={datetime: DATETIME} if fast_paths else None,
     )
-    if plain_fields:
+    if fast_paths:
         # Most fields of a page are attributes of the objects the resolvers built: read them
         # without Strawberry's per-field wrapper, and complete them without graphql-core's.
         install_plain_attributes(schema)

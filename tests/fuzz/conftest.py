@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from dataclasses import dataclass
 
 import pytest
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from omni_store.persistence.database import Database
 from omni_store.persistence.service import persist_message
 from omni_store.persistence.tenancy import TenantId
 from tests.factories import at, channel_account, inbound, outbound
-
-# Hypothesis keeps caches in ./.hypothesis by default; at the project root that directory trips
-# pytest's collection (norecursedirs is set, warnings are errors), so keep them elsewhere.
-_HOME = tempfile.mkdtemp(prefix="omni-store-hypothesis-")
-set_hypothesis_home_dir(_HOME)
-atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 
 @dataclass(frozen=True)

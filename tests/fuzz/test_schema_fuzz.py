@@ -218,7 +218,7 @@ async def test_generated_invalid_operations(
 
 
 SERVICE_SCHEMA = build_schema()
-GENERIC_SCHEMA = build_schema(plain_fields=False)
+GENERIC_SCHEMA = build_schema(fast_paths=False)
 
 
 @FUZZ
