@@ -7,6 +7,7 @@ read itself. The relations (``Message.sender``, ...) are methods taking only ``s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
 from inspect import Parameter
@@ -15,12 +16,16 @@ from typing import Any
 
 import strawberry
 from graphql import (
+    DocumentNode,
     FieldNode,
+    GraphQLError,
     GraphQLField,
     GraphQLLeafType,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
+    GraphQLSchema,
+    OperationDefinitionNode,
     Undefined,
     is_leaf_type,
     is_list_type,
@@ -29,12 +34,15 @@ from graphql import (
 )
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.execution.executor import collect_iterator_awaitables
+from graphql.execution.values import VariableValues
 from graphql.pyutils import Path
 from graphql.pyutils.gather_with_cancel import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import CustomGraphQLEnumType
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
+
+from omni_store.graph.variables import coerced_variables, select_operation
 
 
 class PlainAttribute:
@@ -325,8 +333,67 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     plain fields completed in its loop; :meth:`execute_plain_field` mirrors
     ``execute_field`` and :meth:`complete_plain_list` ``complete_iterable_value``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    @classmethod
+    def build(
+        cls,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> list[GraphQLError] | PlainFieldExecutor:
+        """graphql-core's ``build``, with the operation's variables coerced by
+        :func:`~omni_store.graph.variables.coerced_variables` where it can: graphql-core then
+        builds the executor for the operation without its variable definitions (nothing left
+        to coerce), and :meth:`__init__` puts back the operation and the coerced values.
+        Where it cannot, graphql-core coerces them, and reports the errors, as ever."""
+        operation = select_operation(document, operation_name)
+        variables = (
+            None
+            if operation is None
+            else coerced_variables(
+                schema, operation.variable_definitions or (), raw_variable_values or {}
+            )
+        )
+        if operation is None or variables is None or not operation.variable_definitions:
+            return super().build(  # type: ignore[return-value]
+                schema,
+                document,
+                root_value,
+                context_value,
+                raw_variable_values,
+                operation_name,
+                *args,
+                **kwargs,
+            )
+        without_variables = replace(operation, variable_definitions=())
+        definitions = tuple(
+            without_variables if d is operation else d for d in document.definitions
+        )
+        return super().build(  # type: ignore[return-value]
+            schema,
+            DocumentNode(definitions=definitions, loc=document.loc),
+            root_value,
+            context_value,
+            None,
+            operation_name,
+            *args,
+            **kwargs,
+            coerced_operation=(operation, variables),
+        )
+
+    def __init__(
+        self,
+        *args: Any,
+        coerced_operation: tuple[OperationDefinitionNode, VariableValues] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if coerced_operation is not None:
+            self.operation, self.variable_values = coerced_operation
         manager = self.middleware_manager
         # Middleware (a schema extension's ``resolve`` hook) must see every field.
         self._plain_leaves = manager is None or not manager.middlewares
