@@ -11,10 +11,11 @@ nesting cannot reach graphql-core's limit (none of the service's input types is 
 It only ever answers for the values graphql-core would accept, with what graphql-core would
 make of them: every rule of ``coerce_input_value`` (a list of one for a single value,
 published defaults for absent fields, unknown fields refused, ``@oneOf``) is mirrored, and
-leaves are coerced by their own type's ``coerce_input_value``. Anything else (a value it
-refuses, a variable with a default, a missing required variable, an operation that cannot
-be told) answers None, and graphql-core's own coercion then runs and reports the errors in
-its own words.
+leaves are coerced by their own type's ``coerce_input_value`` (an enum's names once, then
+looked up: Strawberry's enum type makes the member anew from its value each time).
+Anything else (a value it refuses, a variable with a default, a missing required variable,
+an operation that cannot be told) answers None, and graphql-core's own coercion then runs
+and reports the errors in its own words.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    GraphQLEnumType,
     GraphQLInputObjectType,
     GraphQLInputType,
     GraphQLSchema,
@@ -109,12 +111,15 @@ def _depth(type_: GraphQLInputType, seen: frozenset[GraphQLInputType] = frozense
         return _depth(type_.of_type, seen)
     if is_list_type(type_):
         return 1 + _depth(type_.of_type, seen)
-    if is_input_object_type(type_):
-        if type_ in seen:
-            return MAX_NESTING_DEPTH + 1
-        inner = seen | {type_}
-        return 1 + max((_depth(f.type, inner) for f in type_.fields.values()), default=0)
-    return 0
+    return _object_depth(type_, seen) if is_input_object_type(type_) else 0
+
+
+@cache
+def _object_depth(type_: GraphQLInputObjectType, seen: frozenset[GraphQLInputType]) -> int:
+    if type_ in seen:
+        return MAX_NESTING_DEPTH + 1
+    inner = seen | {type_}
+    return 1 + max((_depth(f.type, inner) for f in type_.fields.values()), default=0)
 
 
 def _coercer(type_: GraphQLInputType) -> Coercer:
@@ -202,12 +207,26 @@ def _input_object(type_: GraphQLInputObjectType) -> Coercer:
     return coerce
 
 
+@cache
 def _leaf(type_: Any) -> Coercer:
     coerce_leaf = type_.coerce_input_value
+    # An enum's names coerce to the same value every time (Strawberry's enum type: the
+    # member of its Python enum): look them up, as coerced by the type itself once.
+    known: dict[str, Any] = {}
+    if isinstance(type_, GraphQLEnumType):
+        for name in type_.values:
+            try:
+                known[name] = coerce_leaf(name)
+            except Exception:  # such a name keeps the type's own coercion
+                continue
 
     def coerce(value: Any) -> Any:
         if value is None or value is Undefined:
             return None
+        if type(value) is str:
+            found = known.get(value, Undefined)
+            if found is not Undefined:
+                return found
         try:
             return coerce_leaf(value)
         except Exception:  # graphql-core's rule: a leaf that fails to coerce is invalid

@@ -96,7 +96,16 @@ def test_every_input_type_coerces_as_graphql_core_does(
         value = data.draw(values(type_))
         compiled = coercer(type_)
         assert compiled is not None
-        assert compiled(value) == coerce_input_value(value, type_), (type_, value)
+        assert typed(compiled(value)) == typed(coerce_input_value(value, type_)), (type_, value)
+
+
+def typed(value: Any) -> Any:
+    """``value`` with the type of everything in it: a StrEnum member equals its text."""
+    if isinstance(value, dict):
+        return (type(value), {k: typed(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value), value)
 
 
 def test_the_generated_values_reach_both_answers() -> None:
@@ -113,7 +122,7 @@ def test_the_generated_values_reach_both_answers() -> None:
     compiled = coercer(GraphQLNonNull(type_))
     assert compiled is not None
     coerced = compiled(valid)
-    assert coerced == coerce_input_value(valid, GraphQLNonNull(type_))
+    assert typed(coerced) == typed(coerce_input_value(valid, GraphQLNonNull(type_)))
     assert coerced["attachments"][0]["url"] == "https://x.example/1.jpg"
     assert coerced["content"]["struct"] is None  # a published default
     assert compiled({**valid, "unknown": 1}) is Undefined
@@ -157,7 +166,7 @@ def test_the_variables_of_an_operation_are_graphql_cores_or_none(inputs: dict[st
         assert compiled is None
     else:
         assert compiled is not None
-        assert compiled.coerced == generic.coerced
+        assert typed(compiled.coerced) == typed(generic.coerced)
         assert shown(compiled.sources) == shown(generic.sources)
 
 
