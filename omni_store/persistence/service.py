@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
 from sqlalchemy.exc import DBAPIError
 
 from omni_store.persistence.contract import (
@@ -120,8 +121,39 @@ def content_hash(message: NormalizedMessage) -> bytes:
         "external_id": message.external_message_id,
         "reply_to": message.reply_to_external_message_id,
     }
-    encoded = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode()).digest()
+    free = [content.struct]
+    for a in message.attachments:
+        free += (a.metadata, a.size_bytes, a.duration_ms, a.width, a.height)
+    return hashlib.sha256(_canonical_json(canonical, free)).digest()
+
+
+def _canonical_json(value: object, free: Sequence[object]) -> bytes:
+    """``value`` as the standard library encodes it (keys sorted, text as UTF-8, no spaces):
+    stored digests were made of that text, and a replay must hash the same.
+
+    orjson writes the same bytes three times faster, except for a float (7e-05 is 0.00007
+    there) and an integer beyond 64 bits (which it refuses). Only the ``free`` values (JSON
+    objects and the attachments' numbers) can hold a float: when one does, or orjson refuses
+    the value, the standard library encodes it."""
+    if not any(_holds_float(v) for v in free):
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text.encode()
+
+
+def _holds_float(value: object) -> bool:
+    if value is None or isinstance(value, str | int):
+        return False
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_float(v) for v in value)
+    return True  # anything else: let the standard library say what it makes of it
 
 
 class _DuplicateRace(Exception):

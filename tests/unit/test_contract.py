@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from omni_store.graph.ids import TYPES, parse_global_id, to_global_id
 from omni_store.persistence.contract import (
@@ -42,7 +44,7 @@ from omni_store.persistence.enums import (
     by_value,
 )
 from omni_store.persistence.errors import FieldError, ValidationFailed
-from omni_store.persistence.service import content_hash
+from omni_store.persistence.service import _canonical_json, content_hash
 from omni_store.persistence.threads import thread_key
 
 E = FieldError
@@ -1214,6 +1216,122 @@ def test_content_hash_changes_with_the_content() -> None:
         sender=SenderInput(type=SenderType.AGENT, display_name="Nok", external_id="a-7")
     )
     assert content_hash(renamed) != content_hash(reply)
+
+
+# Digests of messages as the first definition (json.dumps of the canonical form) made them:
+# replays of messages stored then must hash the same, whatever encodes the form now.
+PINNED_DIGESTS = [
+    (
+        inbound(
+            channel_timestamp=datetime(2026, 11, 20, 16, 0, tzinfo=BANGKOK),
+            **text('สวัสดีครับ \u0001 "quoted" 😀'),
+        ),
+        "0343c8d5673d03c3c13ae5c5702229c70b185234e0d6e1d2a8c9dc371acf8faf",
+    ),
+    (
+        outbound(
+            channel_account_id=7,
+            channel_timestamp=datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC),
+            content=ContentInput(
+                type=ContentType.LOCATION,
+                struct={
+                    "lat": 13.7563,
+                    "lng": 100.5018,
+                    "tiny": 7e-05,
+                    "z": [1, "ไทย", None, True],
+                },
+            ),
+            reply_to_external_message_id="m-0",
+            sender=SenderInput(
+                type=SenderType.AGENT,
+                display_name="Agent Nok",
+                external_id="a-7",
+                avatar_url="https://x.example/a.png",
+            ),
+            attachments=(
+                image(width=10, height=20, metadata={"b": 1, "a": {"é": "x"}}),
+                AttachmentInput(
+                    kind=AttachmentKind.VIDEO,
+                    external_id="v-1",
+                    duration_ms=1500.0,
+                    size_bytes=2**40,
+                ),
+            ),
+        ),
+        "4898a3149f69bb753ba7454d2722ee79a589c2370065a01d5447f01f0ddff622",
+    ),
+    (
+        inbound(
+            channel_account_id=2,
+            channel_timestamp=datetime(2026, 3, 1, tzinfo=UTC),
+            content=ContentInput(
+                type=ContentType.PRODUCT,
+                struct={"sku": "A-1", "qty": 3, "nested": {"k": [{"deep": "\u2028"}]}},
+            ),
+            external_message_id="m-9",
+            external_thread_id=None,
+            contact=ContactInput(external_user_id="U-9"),
+            attachments=(
+                AttachmentInput(
+                    kind=AttachmentKind.FILE,
+                    url="https://cdn.example.com/f.pdf",
+                    file_name="ใบเสร็จ.pdf",
+                    metadata={"n": 2**63},
+                ),
+            ),
+        ),
+        "6522c3467583ff09b46aa18e82ec5d22ead727346c9771ccbb0cfce909eabf30",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "digest"), PINNED_DIGESTS)
+def test_content_hash_of_a_stored_message_never_changes(
+    message: NormalizedMessage, digest: str
+) -> None:
+    assert content_hash(message).hex() == digest
+
+
+def _json_values(floats: bool) -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=8),
+        *([st.floats(allow_nan=False, allow_infinity=False)] if floats else []),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(
+                st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=6),
+                inner,
+                max_size=4,
+            ),
+        ),
+        max_leaves=12,
+    )
+
+
+def _stdlib(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_json_values(floats=False))
+def test_the_canonical_text_without_floats_is_the_standard_librarys(value: Any) -> None:
+    assert _canonical_json(value, []) == _stdlib(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_json_values(floats=True))
+@example({"tiny": 7e-05})  # orjson writes 0.00007
+@example([1e-07, 1e16, 1.5e300, -0.0])
+def test_the_canonical_text_of_free_values_is_the_standard_librarys(value: Any) -> None:
+    assert _canonical_json({"free": value, "text": "x"}, [value]) == _stdlib(
+        {"free": value, "text": "x"}
+    )
 
 
 def _reference_cursor(kind: str, scope: int | None, at: datetime, row_id: int) -> str:
