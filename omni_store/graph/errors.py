@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from asyncpg import exceptions as asyncpg_exc
 from graphql import GraphQLError
 from sqlalchemy import exc as sa_exc
-from strawberry.extensions import SchemaExtension
 
 from omni_store.persistence.errors import ConcurrentWrites, UserInputError
 
@@ -66,53 +65,43 @@ def _with_code(error: GraphQLError, *, hide_suggestions: bool) -> GraphQLError:
     return GraphQLError(message, nodes=error.nodes, path=error.path, extensions=extensions)
 
 
-class MaskInternalErrors(SchemaExtension):
-    """No SQL, stack or internal message reaches a client: each unexpected error becomes
-    ``INTERNAL_SERVER_ERROR`` with the request id, and is logged with it."""
-
-    def __init__(
-        self, request_id: Callable[[Any], str | None], *, hide_suggestions: bool = False
-    ) -> None:
-        self._request_id = request_id
-        self._hide_suggestions = hide_suggestions
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
-            return
-        request_id = self._request_id(self.execution_context.context)
-        masked = []
-        for error in result.errors:
-            # No original error, or no path: parsing, validation or variable coercion, all
-            # about the request document itself; no resolver ran.
-            if error.original_error is None or (
-                error.path is None and not isinstance(error.original_error, PublicError)
-            ):
-                masked.append(_with_code(error, hide_suggestions=self._hide_suggestions))
-                continue
-            if isinstance(error.original_error, PublicError):
-                masked.append(error)
-                continue
-            transient = retryable_error(error, request_id)
-            if transient is not None:
-                masked.append(transient)
-                continue
-            log.error(
-                "unexpected error in %s (request %s)",
-                ".".join(str(p) for p in error.path or []) or "operation",
-                request_id,
-                exc_info=error.original_error,
+def mask_internal_errors(result: Any, request_id: str | None, *, hide_suggestions: bool) -> None:
+    """No SQL, stack or internal message reaches a client: each unexpected error of the
+    operation's ``result`` becomes ``INTERNAL_SERVER_ERROR`` with the request id, and is
+    logged with it. Errors of the document itself get a code."""
+    if result is None or not result.errors:
+        return
+    masked = []
+    for error in result.errors:
+        # No original error, or no path: parsing, validation or variable coercion, all
+        # about the request document itself; no resolver ran.
+        if error.original_error is None or (
+            error.path is None and not isinstance(error.original_error, PublicError)
+        ):
+            masked.append(_with_code(error, hide_suggestions=hide_suggestions))
+            continue
+        if isinstance(error.original_error, PublicError):
+            masked.append(error)
+            continue
+        transient = retryable_error(error, request_id)
+        if transient is not None:
+            masked.append(transient)
+            continue
+        log.error(
+            "unexpected error in %s (request %s)",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            request_id,
+            exc_info=error.original_error,
+        )
+        masked.append(
+            GraphQLError(
+                "Unexpected error.",
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
             )
-            masked.append(
-                GraphQLError(
-                    "Unexpected error.",
-                    nodes=error.nodes,
-                    path=error.path,
-                    extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
-                )
-            )
-        result.errors = masked
+        )
+    result.errors = masked
 
 
 # --- transient failures: the client should retry -----------------------------------------------
@@ -218,7 +207,7 @@ def overloaded(request_id: str | None) -> GraphQLError:
 
 
 def mask_escaped(error: GraphQLError, request_id: str | None) -> GraphQLError:
-    """An error that reached the response without passing :class:`MaskInternalErrors` (one
+    """An error that reached the response without passing :func:`mask_internal_errors` (one
     raised while the operation's extensions were closing, e.g. the commit of the request's
     read transaction on a dropped connection): retryable if transient, masked otherwise."""
     transient = retryable_error(error, request_id)

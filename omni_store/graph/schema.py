@@ -9,17 +9,12 @@ from functools import partial
 from typing import Annotated
 
 import strawberry
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from omni_store.graph.auth import SCOPE_ADMIN, SCOPE_READ, SCOPE_WRITE
-from omni_store.graph.context import Context, Info
-from omni_store.graph.errors import MaskInternalErrors, PublicError, from_user_input
+from omni_store.graph.context import Info
+from omni_store.graph.errors import PublicError, from_user_input
 from omni_store.graph.ids import IdDecoder, parse_global_id, to_global_id
 from omni_store.graph.inputs import (
     AddAttachmentsInput,
@@ -57,7 +52,6 @@ from omni_store.persistence.repositories import timeline_cursor
 MAX_NODES = 100
 MAX_DEPTH = 12
 MAX_ALIASES = 30
-VALIDATION_CACHE_SIZE = 256
 MAX_TOKENS = 5000
 
 
@@ -618,45 +612,34 @@ def _batch_result(index: int, outcome: service.Outcome) -> PersistMessagesResult
     )
 
 
-def _request_id(context: object) -> str | None:
-    return context.request_id if isinstance(context, Context) else None
-
-
 # Built once: each limiter makes a new rule class when constructed, and the rules are part of
 # the validation cache's key, so per-request limiters would never hit the cache.
-_LIMIT_RULES = [
+_LIMIT_RULES = (
     *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
     *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-]
+)
 
 
 def build_schema(*, introspection: bool = True, fast_paths: bool = True) -> strawberry.Schema:
     """The service's schema. ``fast_paths=False`` leaves every field to Strawberry's and
     graphql-core's generic execution, and DateTime values to Strawberry's parser; both must
     answer exactly the same (tests compare)."""
-    from strawberry.extensions import DisableIntrospection
-
     from omni_store.graph.execution import PlainFieldExecutor, install_plain_attributes
-    from omni_store.graph.extensions import CachedParse, CloseReadScope
+    from omni_store.graph.extensions import OperationScope
     from omni_store.graph.scalars import DATETIME
 
-    # Factories: each request gets fresh extension instances.
-    extensions: list[object] = [
-        CloseReadScope,
-        lambda: AddValidationRules(_LIMIT_RULES),
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: MaskInternalErrors(_request_id, hide_suggestions=not introspection),
-        # Clients send the same few documents over and over: parse and validate each once.
-        CachedParse,
-        lambda: ValidationCache(maxsize=VALIDATION_CACHE_SIZE),
-    ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
+    # A factory: each request gets its own instance.
+    scope = partial(
+        OperationScope,
+        rules=_LIMIT_RULES + (() if introspection else (NoSchemaIntrospectionCustomRule,)),
+        max_tokens=MAX_TOKENS,
+        hide_suggestions=not introspection,
+    )
     schema = strawberry.Schema(
         query=Query,
         mutation=Mutation,
         types=[ChannelAccount, Contact, Conversation, Message],
-        extensions=extensions,  # type: ignore[arg-type]
+        extensions=[scope],
         execution_context_class=PlainFieldExecutor if fast_paths else None,
         scalar_overrides={datetime: DATETIME} if fast_paths else None,
     )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from strawberry.extensions.validation_cache import _get_validate_cache
-
-from omni_store.graph.extensions import _parse
-from omni_store.graph.schema import MAX_TOKENS, VALIDATION_CACHE_SIZE
+from omni_store.graph.extensions import _parse, _validate
+from omni_store.graph.schema import MAX_TOKENS
 from tests.api.conftest import GraphQLClient
 
 
 async def test_a_repeated_document_is_validated_once(gql: GraphQLClient) -> None:
-    cache = _get_validate_cache(VALIDATION_CACHE_SIZE)
+    cache = _validate
     document = f"# {uuid.uuid4()}\n{{ viewer {{ tenantId }} }}"
     before = cache.cache_info()
 
