@@ -116,7 +116,7 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
-        """Every error leaves with a code: one that escaped MaskInternalErrors (raised while
+        """Every error leaves with a code: one that escaped mask_internal_errors (raised while
         the operation's extensions closed, such as the commit of the read transaction on a
         dropped connection) is classified and masked here."""
         if result.errors:
