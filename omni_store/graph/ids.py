@@ -7,6 +7,7 @@ id resolves to nothing, exactly like an id that never existed.
 from __future__ import annotations
 
 import binascii
+from functools import lru_cache
 
 from omni_store.persistence.cursors import from_base64url, to_base64url
 from omni_store.persistence.enums import ErrorCode
@@ -20,7 +21,18 @@ def to_global_id(type_name: str, row_id: int) -> str:
 
 
 def parse_global_id(value: str) -> tuple[str, int] | None:
-    """(type, id), or None for anything that is not a global id of ours."""
+    """(type, id), or None for anything that is not a global id of ours. Remembered for
+    the texts of ids' length (a batch names the same account and conversations over and
+    over); a longer text is worked out each time, so no request can fill the memory."""
+    if len(value) > _CACHED_LENGTH:
+        return _parse_global_id(value)
+    return _cached_parse_global_id(value)
+
+
+_CACHED_LENGTH = 64  # ours are at most 46 characters
+
+
+def _parse_global_id(value: str) -> tuple[str, int] | None:
     try:
         raw = from_base64url(value).decode()
         type_name, _, number = raw.partition(":")
@@ -30,6 +42,9 @@ def parse_global_id(value: str) -> tuple[str, int] | None:
     if type_name not in TYPES or not 0 < row_id < 2**63 or number != str(row_id):
         return None
     return type_name, row_id
+
+
+_cached_parse_global_id = lru_cache(maxsize=4096)(_parse_global_id)
 
 
 class IdDecoder:

@@ -19,7 +19,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from omni_store.graph.ids import TYPES, parse_global_id, to_global_id
+from omni_store.graph.ids import (
+    TYPES,
+    _cached_parse_global_id,
+    _parse_global_id,
+    parse_global_id,
+    to_global_id,
+)
 from omni_store.persistence.contract import (
     AttachmentInput,
     ContactInput,
@@ -1368,6 +1374,32 @@ def test_global_ids_keep_their_text_form() -> None:
             global_id = to_global_id(type_name, row_id)
             assert global_id == expected.rstrip("=")
             assert parse_global_id(global_id) == (type_name, row_id)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="QWNvbnZlcnNhdGlvbjox=-_ \n", max_size=70),
+        st.sampled_from([to_global_id(t, 2**63 - 1) for t in TYPES]).map(lambda g: g + "=="),
+        st.text(max_size=80),
+    )
+)
+def test_a_remembered_global_id_reads_as_one_worked_out(value: str) -> None:
+    assert parse_global_id(value) == _parse_global_id(value)
+    assert parse_global_id(value) == _parse_global_id(value)  # now remembered, if short
+
+
+def test_only_global_ids_of_an_ids_length_are_remembered() -> None:
+    known = to_global_id("Conversation", 12345)
+    long = "Q" * 65
+    before = _cached_parse_global_id.cache_info()
+
+    assert [parse_global_id(known) for _ in range(3)] == [("Conversation", 12345)] * 3
+    assert [parse_global_id(long) for _ in range(3)] == [None] * 3
+
+    after = _cached_parse_global_id.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) in ((1, 2), (0, 3))
+    assert after.currsize - before.currsize <= 1
 
 
 @pytest.mark.parametrize(
