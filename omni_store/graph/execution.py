@@ -375,7 +375,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         )
         return super().build(  # type: ignore[return-value]
             schema,
-            DocumentNode(definitions=definitions, loc=document.loc),
+            replace(document, definitions=definitions),
             root_value,
             context_value,
             None,
