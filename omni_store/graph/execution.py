@@ -351,14 +351,12 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         to coerce), and :meth:`__init__` puts back the operation and the coerced values.
         Where it cannot, graphql-core coerces them, and reports the errors, as ever."""
         operation = select_operation(document, operation_name)
-        variables = (
-            None
-            if operation is None
-            else coerced_variables(
-                schema, operation.variable_definitions or (), raw_variable_values or {}
+        variables = None
+        if operation is not None and operation.variable_definitions:
+            variables = coerced_variables(
+                schema, operation.variable_definitions, raw_variable_values or {}
             )
-        )
-        if operation is None or variables is None or not operation.variable_definitions:
+        if operation is None or variables is None:
             return super().build(  # type: ignore[return-value]
                 schema,
                 document,
