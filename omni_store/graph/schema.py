@@ -621,9 +621,9 @@ _LIMIT_RULES = (
 
 
 def build_schema(*, introspection: bool = True, fast_paths: bool = True) -> strawberry.Schema:
-    """The service's schema. ``fast_paths=False`` leaves every field to Strawberry's and
-    graphql-core's generic execution, and DateTime values to Strawberry's parser; both must
-    answer exactly the same (tests compare)."""
+    """The service's schema. ``fast_paths=False`` leaves every field and every variable to
+    Strawberry's and graphql-core's generic execution and coercion, and DateTime values to
+    Strawberry's parser; both must answer exactly the same (tests compare)."""
     from omni_store.graph.execution import PlainFieldExecutor, install_plain_attributes
     from omni_store.graph.extensions import OperationScope
     from omni_store.graph.scalars import DATETIME
