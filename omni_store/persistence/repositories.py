@@ -30,7 +30,6 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
@@ -183,11 +182,10 @@ class ConversationRow:
 
 @dataclass(frozen=True, slots=True)
 class MessageRow:
-    """A message as stored (every column but the generated ones), with its attachments."""
+    """A message as stored (every column but the generated ones and the conversation and
+    contact it is placed in), with its attachments."""
 
     channel_account_id: int
-    conversation_id: int
-    contact_id: int | None
     direction: str
     sender_type: str
     sender_external_id: str | None
@@ -204,8 +202,39 @@ class MessageRow:
     content_hash: bytes
     attachments: Sequence[AttachmentInput] = ()
 
-    def columns(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "attachments"}
+
+@dataclass(frozen=True, slots=True)
+class PlacedRow:
+    """A message row with the conversation and contact a batch placed it in."""
+
+    row: MessageRow
+    conversation_id: int
+    contact_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Where a new message that names no conversation goes: its contact (upserted) and the
+    conversation of its thread key (upserted, the contact's if it had none)."""
+
+    contact: ContactInput
+    thread_key: str
+    external_thread_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """What the statement of one new message found and wrote (see
+    :meth:`MessageRepository.persist`)."""
+
+    account: ChannelAccount
+    replay: Replay | None  # an earlier delivery of the key: nothing was written
+    contact: Contact | None  # the thread's contact (None for a conversation named by id)
+    # None, with no replay: the conversation named by id is not this account's.
+    conversation: Conversation | None
+    # None, with a conversation: another delivery stored the key since the statement's
+    # snapshot. The contact and conversation were upserted all the same: roll back.
+    stored: StoredMessage | None
 
 
 def _json_text(value: Any) -> str | None:
@@ -229,13 +258,72 @@ def _attachment_arrays(items: Sequence[AttachmentInput], prefix: str = "") -> di
     }
 
 
+def _select_list(alias: str, record: type) -> str:
+    return ", ".join(f"{alias}.{f.name}" for f in fields(record))
+
+
+# The parts of the write statements that more than one of them holds: the batch statements and
+# the one of a single message must insert, and refresh what exists, the same way.
+_INSERT_CONTACT = """INSERT INTO contacts AS c
+    (tenant_id, channel_account_id, external_user_id, display_name, avatar_url, profile)"""
+_MERGE_CONTACT = """ON CONFLICT (tenant_id, channel_account_id, external_user_id) DO UPDATE SET
+    display_name = COALESCE(EXCLUDED.display_name, c.display_name),
+    avatar_url = COALESCE(EXCLUDED.avatar_url, c.avatar_url),
+    profile = COALESCE(EXCLUDED.profile, c.profile),
+    updated_at = now()"""
+_INSERT_CONVERSATION = """INSERT INTO conversations AS c
+    (tenant_id, channel_account_id, channel, thread_key, external_thread_id, contact_id,
+     last_message_at)"""
+# Stored values win over later ones, but the activity only moves forward.
+_MERGE_CONVERSATION = """ON CONFLICT (tenant_id, channel_account_id, thread_key) DO UPDATE SET
+    last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
+    contact_id = COALESCE(c.contact_id, EXCLUDED.contact_id),
+    external_thread_id = COALESCE(c.external_thread_id, EXCLUDED.external_thread_id)"""
+_INSERT_MESSAGE = """INSERT INTO messages
+    (tenant_id, channel_account_id, conversation_id, contact_id, direction, sender_type,
+     sender_external_id, sender_display_name, sender_avatar_url, content_type,
+     content_text, content_struct, external_message_id, idempotency_key,
+     reply_to_external_message_id, channel_timestamp, status, content_hash)"""
+# The database arbitrates concurrent deliveries of one key: the second inserts nothing.
+_NEW_KEY_ONLY = "ON CONFLICT (tenant_id, channel_account_id, idempotency_key) DO NOTHING"
+_INSERT_ATTACHMENT = """INSERT INTO attachments
+    (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
+     height, duration_ms, external_id, metadata)"""
+_ATTACHMENT_VALUES = """a.position, a.kind, a.url, a.mime_type, a.size, a.file_name, a.width,
+       a.height, a.duration, a.external_id, CAST(a.metadata AS jsonb)"""
+_NEW_ATTACHMENT_ONLY = "ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING"
+# (parameter, SQL type, name in the statement) of the arrays of _attachment_arrays.
+_ATTACHMENT_ARRAYS = (
+    ("kinds", "text", "kind"),
+    ("urls", "text", "url"),
+    ("mime_types", "text", "mime_type"),
+    ("sizes", "bigint", "size"),
+    ("file_names", "text", "file_name"),
+    ("widths", "integer", "width"),
+    ("heights", "integer", "height"),
+    ("durations", "bigint", "duration"),
+    ("external_ids", "text", "external_id"),
+    ("metadata", "text", "metadata"),
+)
+
+
+def _attachments_unnested(prefix: str, *leading: tuple[str, str, str]) -> str:
+    """The attachment arrays (after ``leading`` ones) as the rows of ``a``, in order ``a.n``."""
+    arrays = [*leading, *_ATTACHMENT_ARRAYS]
+    casts = ",\n            ".join(f"CAST(:{prefix}{p} AS {t}[])" for p, t, _ in arrays)
+    names = ", ".join(name for _, _, name in arrays)
+    return f"unnest({casts})\n     WITH ORDINALITY AS a({names}, n)"
+
+
+_POSITIONS = ("positions", "integer", "position")
+
+
 # The batch statements take one array per column and unnest them: the statement (and so its
 # prepared plan) is the same whatever the batch size, and no batch nears the protocol's limit
 # of 32,767 parameters. Every one is scoped by :tenant like the rest.
 _UPSERT_CONTACTS = text(
     f"""
-INSERT INTO contacts AS c
-    (tenant_id, channel_account_id, external_user_id, display_name, avatar_url, profile)
+{_INSERT_CONTACT}
 SELECT CAST(:tenant AS uuid), v.account_id, v.user_id, v.display_name, v.avatar_url,
        CAST(v.profile AS jsonb)
 FROM unnest(CAST(:account_ids AS bigint[]), CAST(:user_ids AS text[]),
@@ -243,19 +331,13 @@ FROM unnest(CAST(:account_ids AS bigint[]), CAST(:user_ids AS text[]),
             CAST(:profiles AS text[]))
      WITH ORDINALITY AS v(account_id, user_id, display_name, avatar_url, profile, n)
 ORDER BY v.n
-ON CONFLICT (tenant_id, channel_account_id, external_user_id) DO UPDATE SET
-    display_name = COALESCE(EXCLUDED.display_name, c.display_name),
-    avatar_url = COALESCE(EXCLUDED.avatar_url, c.avatar_url),
-    profile = COALESCE(EXCLUDED.profile, c.profile),
-    updated_at = now()
-RETURNING {", ".join(f"c.{f.name}" for f in fields(Contact))}
+{_MERGE_CONTACT}
+RETURNING {_select_list("c", Contact)}
 """
 )
 _UPSERT_CONVERSATIONS = text(
     f"""
-INSERT INTO conversations AS c
-    (tenant_id, channel_account_id, channel, thread_key, external_thread_id, contact_id,
-     last_message_at)
+{_INSERT_CONVERSATION}
 SELECT CAST(:tenant AS uuid), v.account_id, v.channel, v.thread_key, v.thread_id,
        v.contact_id, v.at
 FROM unnest(CAST(:account_ids AS bigint[]), CAST(:channels AS text[]),
@@ -263,11 +345,8 @@ FROM unnest(CAST(:account_ids AS bigint[]), CAST(:channels AS text[]),
             CAST(:contact_ids AS bigint[]), CAST(:ats AS timestamptz[]))
      WITH ORDINALITY AS v(account_id, channel, thread_key, thread_id, contact_id, at, n)
 ORDER BY v.n
-ON CONFLICT (tenant_id, channel_account_id, thread_key) DO UPDATE SET
-    last_message_at = GREATEST(c.last_message_at, EXCLUDED.last_message_at),
-    contact_id = COALESCE(c.contact_id, EXCLUDED.contact_id),
-    external_thread_id = COALESCE(c.external_thread_id, EXCLUDED.external_thread_id)
-RETURNING {", ".join(f"c.{f.name}" for f in fields(Conversation))}
+{_MERGE_CONVERSATION}
+RETURNING {_select_list("c", Conversation)}
 """
 )
 _FIND_REPLAYS = text(
@@ -283,33 +362,13 @@ JOIN messages AS m
 )
 
 
-# Messages and their attachments in one statement: the attachments find their message by its
-# key among the rows the insert returned, so a message another delivery stored first (absent
-# from them) gets no attachments from this one. Two variants of the one statement: returning
-# the ids only (a batch), or every stored column (a single message, whose payload then needs
-# no read after the write): each message joined to each of its attachments (once, with NULLs,
-# when it has none).
-@cache
-def _insert_messages(whole: bool) -> Any:
-    message_columns = ", ".join(f.name for f in fields(Message))
-    attachment_columns = ", ".join(f.name for f in fields(Attachment))
-    returning = message_columns if whole else "id, channel_account_id, idempotency_key"
-    final = (
-        f"""SELECT {", ".join(f"i.{f.name}" for f in fields(Message))},
-       {", ".join(f"f.{f.name} AS a_{f.name}" for f in fields(Attachment))}
-FROM inserted AS i LEFT JOIN files AS f ON f.message_id = i.id
-ORDER BY i.id, f.position"""
-        if whole
-        else "SELECT id, channel_account_id, idempotency_key FROM inserted"
-    )
-    return text(
-        f"""
+# A batch's messages and their attachments in one statement: the attachments find their
+# message by its key among the rows the insert returned, so a message another delivery stored
+# first (absent from them) gets no attachments from this one.
+_INSERT_MESSAGES = text(
+    f"""
 WITH inserted AS (
-    INSERT INTO messages
-        (tenant_id, channel_account_id, conversation_id, contact_id, direction, sender_type,
-         sender_external_id, sender_display_name, sender_avatar_url, content_type,
-         content_text, content_struct, external_message_id, idempotency_key,
-         reply_to_external_message_id, channel_timestamp, status, content_hash)
+    {_INSERT_MESSAGE}
     SELECT CAST(:tenant AS uuid), v.account_id, v.conversation_id, v.contact_id, v.direction,
            v.sender_type, v.sender_id, v.sender_name, v.sender_avatar, v.content_type, v.text,
            CAST(v.struct AS jsonb), v.external_id, v.key, v.reply_to, v.at, v.status, v.hash
@@ -326,49 +385,118 @@ WITH inserted AS (
                               sender_id, sender_name, sender_avatar, content_type, text,
                               struct, external_id, key, reply_to, at, status, hash, n)
     ORDER BY v.n
-    ON CONFLICT (tenant_id, channel_account_id, idempotency_key) DO NOTHING
-    RETURNING {returning}
+    {_NEW_KEY_ONLY}
+    RETURNING id, channel_account_id, idempotency_key
 ), files AS (
-    INSERT INTO attachments
-        (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
-         height, duration_ms, external_id, metadata)
-    SELECT CAST(:tenant AS uuid), i.id, a.position, a.kind, a.url, a.mime_type, a.size,
-           a.file_name, a.width, a.height, a.duration, a.external_id, CAST(a.metadata AS jsonb)
-    FROM unnest(CAST(:a_account_ids AS bigint[]), CAST(:a_keys AS text[]),
-                CAST(:a_positions AS integer[]), CAST(:a_kinds AS text[]),
-                CAST(:a_urls AS text[]), CAST(:a_mime_types AS text[]),
-                CAST(:a_sizes AS bigint[]), CAST(:a_file_names AS text[]),
-                CAST(:a_widths AS integer[]), CAST(:a_heights AS integer[]),
-                CAST(:a_durations AS bigint[]), CAST(:a_external_ids AS text[]),
-                CAST(:a_metadata AS text[]))
-         WITH ORDINALITY AS a(account_id, key, position, kind, url, mime_type, size,
-                              file_name, width, height, duration, external_id, metadata, n)
+    {_INSERT_ATTACHMENT}
+    SELECT CAST(:tenant AS uuid), i.id, {_ATTACHMENT_VALUES}
+    FROM {
+        _attachments_unnested(
+            "a_", ("account_ids", "bigint", "account_id"), ("keys", "text", "key"), _POSITIONS
+        )
+    }
     JOIN inserted AS i ON i.channel_account_id = a.account_id AND i.idempotency_key = a.key
     ORDER BY a.n
-    ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
-    {f"RETURNING {attachment_columns}" if whole else ""}
+    {_NEW_ATTACHMENT_ONLY}
 )
-{final}
+SELECT id, channel_account_id, idempotency_key FROM inserted
+"""
+)
+
+
+# One new message in one statement: the first read of every persist (the account, and an
+# earlier delivery of the key) and, when the key is new, every write: the thread's contact and
+# conversation upserted (or the conversation named by id moved forward, if it is the
+# account's), the message inserted unless its key is taken, then its attachments. Each write
+# takes its ids from the one before (RETURNING), so rows are locked in the order the batch
+# locks them: contact, conversation, message. The answer is one row per attachment (one, with
+# NULLs, when there is none): account, replay, contact, conversation, message, attachment.
+@cache
+def _persist_one(threaded: bool) -> Any:
+    if threaded:
+        place = f"""contact AS (
+    {_INSERT_CONTACT}
+    SELECT CAST(:tenant AS uuid), a.id, CAST(:user_id AS text), CAST(:display_name AS text),
+           CAST(:avatar_url AS text), CAST(:profile AS jsonb)
+    FROM account AS a
+    WHERE NOT EXISTS (SELECT FROM replay)
+    {_MERGE_CONTACT}
+    RETURNING {_select_list("c", Contact)}
+), conversation AS (
+    {_INSERT_CONVERSATION}
+    SELECT CAST(:tenant AS uuid), a.id, a.channel, CAST(:thread_key AS text),
+           CAST(:thread_id AS text), k.id, CAST(:at AS timestamptz)
+    FROM account AS a CROSS JOIN contact AS k
+    {_MERGE_CONVERSATION}
+    RETURNING {_select_list("c", Conversation)}
+)"""
+        placed, contact_id = "conversation AS v CROSS JOIN contact AS k", "k.id"
+        contact = _select_list("k", Contact)
+        contact_join = "LEFT JOIN contact AS k ON true"
+    else:
+        place = f"""conversation AS (
+    UPDATE conversations AS c
+    SET last_message_at = GREATEST(c.last_message_at, CAST(:at AS timestamptz))
+    FROM account AS a
+    WHERE c.tenant_id = CAST(:tenant AS uuid) AND c.id = CAST(:conversation_id AS bigint)
+      AND c.channel_account_id = a.id AND NOT EXISTS (SELECT FROM replay)
+    RETURNING {_select_list("c", Conversation)}
+)"""
+        placed, contact_id = "conversation AS v", "v.contact_id"
+        contact = ", ".join("NULL" for _ in fields(Contact))
+        contact_join = ""
+    return text(
+        f"""
+WITH account AS (
+    SELECT {_select_list("a", ChannelAccount)}
+    FROM channel_accounts AS a
+    WHERE a.tenant_id = CAST(:tenant AS uuid) AND a.id = CAST(:account_id AS bigint)
+), replay AS (
+    SELECT m.id, m.conversation_id, m.contact_id, m.content_hash
+    FROM messages AS m
+    WHERE m.tenant_id = CAST(:tenant AS uuid) AND m.channel_account_id = CAST(:account_id AS bigint)
+      AND m.idempotency_key = CAST(:key AS text)
+), {place}, inserted AS (
+    {_INSERT_MESSAGE}
+    SELECT CAST(:tenant AS uuid), v.channel_account_id, v.id, {contact_id},
+           CAST(:direction AS text), CAST(:sender_type AS text), CAST(:sender_id AS text),
+           CAST(:sender_name AS text), CAST(:sender_avatar AS text),
+           CAST(:content_type AS text), CAST(:text AS text), CAST(:struct AS jsonb),
+           CAST(:external_id AS text), CAST(:key AS text), CAST(:reply_to AS text),
+           CAST(:at AS timestamptz), CAST(:status AS text), CAST(:hash AS bytea)
+    FROM {placed}
+    {_NEW_KEY_ONLY}
+    RETURNING {", ".join(f.name for f in fields(Message))}
+), files AS (
+    {_INSERT_ATTACHMENT}
+    SELECT CAST(:tenant AS uuid), i.id, {_ATTACHMENT_VALUES}
+    FROM {_attachments_unnested("a_", _POSITIONS)}
+    CROSS JOIN inserted AS i
+    ORDER BY a.n
+    {_NEW_ATTACHMENT_ONLY}
+    RETURNING {", ".join(f.name for f in fields(Attachment))}
+)
+SELECT {_select_list("a", ChannelAccount)}, r.id, r.conversation_id, r.contact_id, r.content_hash,
+       {contact}, {_select_list("v", Conversation)},
+       {_select_list("i", Message)}, {_select_list("f", Attachment)}
+FROM account AS a
+LEFT JOIN replay AS r ON true
+{contact_join}
+LEFT JOIN conversation AS v ON true
+LEFT JOIN inserted AS i ON true
+LEFT JOIN files AS f ON true
+ORDER BY f.position
 """
     )
 
 
 _INSERT_ATTACHMENTS = text(
     f"""
-INSERT INTO attachments
-    (tenant_id, message_id, position, kind, url, mime_type, size_bytes, file_name, width,
-     height, duration_ms, external_id, metadata)
-SELECT CAST(:tenant AS uuid), :message_id, a.position, a.kind, a.url, a.mime_type, a.size,
-       a.file_name, a.width, a.height, a.duration, a.external_id, CAST(a.metadata AS jsonb)
-FROM unnest(CAST(:positions AS integer[]), CAST(:kinds AS text[]), CAST(:urls AS text[]),
-            CAST(:mime_types AS text[]), CAST(:sizes AS bigint[]),
-            CAST(:file_names AS text[]), CAST(:widths AS integer[]),
-            CAST(:heights AS integer[]), CAST(:durations AS bigint[]),
-            CAST(:external_ids AS text[]), CAST(:metadata AS text[]))
-     WITH ORDINALITY AS a(position, kind, url, mime_type, size, file_name, width, height,
-                          duration, external_id, metadata, n)
+{_INSERT_ATTACHMENT}
+SELECT CAST(:tenant AS uuid), :message_id, {_ATTACHMENT_VALUES}
+FROM {_attachments_unnested("", _POSITIONS)}
 ORDER BY a.n
-ON CONFLICT (tenant_id, message_id, external_id) DO NOTHING
+{_NEW_ATTACHMENT_ONLY}
 RETURNING {", ".join(f.name for f in fields(Attachment))}
 """
 )
@@ -380,24 +508,6 @@ RETURNING {", ".join(f.name for f in fields(Attachment))}
 def _bound(table: Table, *names: str) -> dict[str, Any]:
     """VALUES of an insert, each column bound to the parameter of its own name."""
     return {name: bindparam(name, type_=table.c[name].type) for name in names}
-
-
-@cache
-def _touch_conversation() -> Any:
-    return (
-        update(conversations)
-        .where(
-            conversations.c.tenant_id == bindparam("tenant"),
-            conversations.c.id == bindparam("conversation_id"),
-            conversations.c.channel_account_id == bindparam("account_id"),
-        )
-        .values(
-            last_message_at=func.greatest(
-                conversations.c.last_message_at, bindparam("at", type_=TimestampTZ)
-            )
-        )
-        .returning(*_columns(conversations, Conversation))
-    )
 
 
 @cache
@@ -440,6 +550,32 @@ def _width(record: type) -> int:
     """How many fields a record has: dataclasses.fields() builds a tuple on every call, and
     a page converts up to a hundred rows."""
     return len(fields(record))
+
+
+def _persisted(rows: Sequence[Any]) -> Persisted:
+    """The answer of :func:`_persist_one`, cut into its records: every row holds the account,
+    the replay, the contact, the conversation and the message, and one attachment."""
+    first = rows[0]
+    at = _width(ChannelAccount)
+    account = ChannelAccount(*first[:at])
+    replay = None
+    if first[at] is not None:
+        replay = Replay(first[at], first[at + 1], first[at + 2], bytes(first[at + 3]))
+    at += 4
+    contact = Contact(*first[at : at + _width(Contact)]) if first[at + 1] is not None else None
+    at += _width(Contact)
+    conversation = None
+    if first[at + 1] is not None:
+        conversation = Conversation(*first[at : at + _width(Conversation)])
+    at += _width(Conversation)
+    stored = None
+    if first[at + 1] is not None:
+        message = Message(*first[at : at + _width(Message)])
+        at += _width(Message)
+        stored = StoredMessage(
+            message, [Attachment(*r[at:]) for r in rows if r[at + 1] is not None]
+        )
+    return Persisted(account, replay, contact, conversation, stored)
 
 
 _ACCOUNT_COLUMNS = _columns(channel_accounts, ChannelAccount)
@@ -807,19 +943,6 @@ class ConversationRepository(_Repository):
         row = ConversationRow(account, thread_key, external_thread_id, contact_id, at)
         return (await self.upsert_many([row]))[(account.id, thread_key)]
 
-    async def touch(
-        self, conversation_id: int, *, channel_account_id: int, at: datetime
-    ) -> Conversation | None:
-        """Move ``last_message_at`` forward to ``at`` on a conversation of this account."""
-        values = {
-            "tenant": self._tenant,
-            "conversation_id": conversation_id,
-            "account_id": channel_account_id,
-            "at": at,
-        }
-        row = (await self._uow.execute(_touch_conversation(), values)).one_or_none()
-        return None if row is None else _record(Conversation, row)
-
     async def upsert_many(
         self, rows: Sequence[ConversationRow]
     ) -> dict[tuple[int, str], Conversation]:
@@ -911,64 +1034,85 @@ class MessageRepository(_Repository):
         key = (channel_account_id, idempotency_key)
         return (await self.find_replays([key])).get(key)
 
-    async def insert_many(self, rows: Sequence[MessageRow]) -> dict[tuple[int, str], int]:
+    async def persist(self, row: MessageRow, place: Thread | int) -> Persisted | None:
+        """Store one new message in one statement, unless its key was stored before:
+        the account and an earlier delivery of the key are read, and when there is none the
+        message is placed (in a :class:`Thread`, or in the conversation of that id if it is
+        the account's), inserted unless another delivery took its key, and its attachments
+        with it. None when the account is not this tenant's."""
+        values: dict[str, Any] = {
+            "tenant": self._tenant,
+            "account_id": row.channel_account_id,
+            "key": row.idempotency_key,
+            "direction": row.direction,
+            "sender_type": row.sender_type,
+            "sender_id": row.sender_external_id,
+            "sender_name": row.sender_display_name,
+            "sender_avatar": row.sender_avatar_url,
+            "content_type": row.content_type,
+            "text": row.content_text,
+            "struct": _json_text(row.content_struct),
+            "external_id": row.external_message_id,
+            "reply_to": row.reply_to_external_message_id,
+            "at": row.channel_timestamp,
+            "status": row.status,
+            "hash": row.content_hash,
+            "a_positions": list(range(len(row.attachments))),
+            **_attachment_arrays(row.attachments, prefix="a_"),
+        }
+        if isinstance(place, Thread):
+            values |= {
+                "user_id": place.contact.external_user_id,
+                "display_name": place.contact.display_name,
+                "avatar_url": place.contact.avatar_url,
+                "profile": _json_text(place.contact.profile),
+                "thread_key": place.thread_key,
+                "thread_id": place.external_thread_id,
+            }
+        else:
+            values["conversation_id"] = place
+        rows = (await self._uow.execute(_persist_one(isinstance(place, Thread)), values)).all()
+        if not rows:
+            return None
+        return _persisted(rows)
+
+    async def insert_many(self, rows: Sequence[PlacedRow]) -> dict[tuple[int, str], int]:
         """Insert messages and their attachments in one statement, each unless its idempotency
         key is taken (the database arbitrates concurrent deliveries). The ids of those
         inserted, by (channel account, key); a key another delivery stored first is absent.
         Distinct keys, inserted in key order (see :meth:`ContactRepository.upsert_many`)."""
         if not rows:
             return {}
-        result: Result[int, int, str] = await self._uow.execute(
-            _insert_messages(False), self._insert_values(rows)
-        )
-        return {(account_id, key): id_ for id_, account_id, key in result}
-
-    async def insert_returning(
-        self, rows: Sequence[MessageRow]
-    ) -> dict[tuple[int, str], StoredMessage]:
-        """:meth:`insert_many`, returning what was stored: every column of each message and
-        of its attachments."""
-        if not rows:
-            return {}
-        result = await self._uow.execute(_insert_messages(True), self._insert_values(rows))
-        stored: dict[tuple[int, str], StoredMessage] = {}
-        width = _width(Message)
-        for row in result:
-            message = _record(Message, row)
-            key = (message.channel_account_id, message.idempotency_key)
-            if key not in stored:
-                stored[key] = StoredMessage(message, [])
-            if row[width + 1] is not None:  # the attachment's id: it has one
-                stored[key].attachments.append(Attachment(*row[width:]))
-        return stored
-
-    def _insert_values(self, rows: Sequence[MessageRow]) -> dict[str, Any]:
-        ordered = sorted(rows, key=lambda r: (r.channel_account_id, r.idempotency_key))
-        files = [(r, position, a) for r in ordered for position, a in enumerate(r.attachments)]
-        return {
+        ordered = sorted(rows, key=lambda p: (p.row.channel_account_id, p.row.idempotency_key))
+        files = [
+            (p.row, position, a) for p in ordered for position, a in enumerate(p.row.attachments)
+        ]
+        values = {
             "tenant": self._tenant,
-            "account_ids": [r.channel_account_id for r in ordered],
-            "conversation_ids": [r.conversation_id for r in ordered],
-            "contact_ids": [r.contact_id for r in ordered],
-            "directions": [r.direction for r in ordered],
-            "sender_types": [r.sender_type for r in ordered],
-            "sender_ids": [r.sender_external_id for r in ordered],
-            "sender_names": [r.sender_display_name for r in ordered],
-            "sender_avatars": [r.sender_avatar_url for r in ordered],
-            "content_types": [r.content_type for r in ordered],
-            "texts": [r.content_text for r in ordered],
-            "structs": [_json_text(r.content_struct) for r in ordered],
-            "external_ids": [r.external_message_id for r in ordered],
-            "keys": [r.idempotency_key for r in ordered],
-            "reply_tos": [r.reply_to_external_message_id for r in ordered],
-            "ats": [r.channel_timestamp for r in ordered],
-            "statuses": [r.status for r in ordered],
-            "hashes": [r.content_hash for r in ordered],
+            "account_ids": [p.row.channel_account_id for p in ordered],
+            "conversation_ids": [p.conversation_id for p in ordered],
+            "contact_ids": [p.contact_id for p in ordered],
+            "directions": [p.row.direction for p in ordered],
+            "sender_types": [p.row.sender_type for p in ordered],
+            "sender_ids": [p.row.sender_external_id for p in ordered],
+            "sender_names": [p.row.sender_display_name for p in ordered],
+            "sender_avatars": [p.row.sender_avatar_url for p in ordered],
+            "content_types": [p.row.content_type for p in ordered],
+            "texts": [p.row.content_text for p in ordered],
+            "structs": [_json_text(p.row.content_struct) for p in ordered],
+            "external_ids": [p.row.external_message_id for p in ordered],
+            "keys": [p.row.idempotency_key for p in ordered],
+            "reply_tos": [p.row.reply_to_external_message_id for p in ordered],
+            "ats": [p.row.channel_timestamp for p in ordered],
+            "statuses": [p.row.status for p in ordered],
+            "hashes": [p.row.content_hash for p in ordered],
             "a_account_ids": [r.channel_account_id for r, _, _ in files],
             "a_keys": [r.idempotency_key for r, _, _ in files],
             "a_positions": [position for _, position, _ in files],
             **_attachment_arrays([a for _, _, a in files], prefix="a_"),
         }
+        result: Result[int, int, str] = await self._uow.execute(_INSERT_MESSAGES, values)
+        return {(account_id, key): id_ for id_, account_id, key in result}
 
     async def get(self, message_id: int) -> Message | None:
         return (await self.get_many([message_id])).get(message_id)

@@ -55,7 +55,9 @@ from omni_store.persistence.repositories import (
     ConversationRow,
     Message,
     MessageRow,
+    PlacedRow,
     Replay,
+    Thread,
 )
 from omni_store.persistence.tenancy import TenantId
 from omni_store.persistence.threads import thread_key
@@ -193,60 +195,63 @@ async def persist_message(
 
 async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -> PersistResult:
     assert message.channel_account_id is not None and message.channel_timestamp is not None
-    assert message.content is not None
-    account, replay = await uow.messages.account_with_replay(
-        message.channel_account_id, message.key
-    )
-    if account is None:
-        raise NotFound.of(("channelAccountId",), "This channel account")
-    if replay is not None:
-        return _replayed(message, digest, replay)
-
-    at = message.channel_timestamp
-    contact: Contact | None = None
+    place: Thread | int
     if message.conversation_id is not None:
-        conversation = await uow.conversations.touch(
-            message.conversation_id, channel_account_id=account.id, at=at
-        )
-        if conversation is None:
-            # Not this account's: say why, as a batch would.
-            refusal = _refusal(await uow.conversations.get(message.conversation_id), account.id)
-            assert refusal is not None
-            raise refusal
-        contact_id = conversation.contact_id
+        place = message.conversation_id
     else:
         assert message.contact is not None and message.contact.external_user_id is not None
-        contact = await uow.contacts.upsert(account.id, message.contact)
-        contact_id = contact.id
-        conversation = await uow.conversations.upsert(
-            account,
-            thread_key=thread_key(
-                external_thread_id=message.external_thread_id,
-                external_user_id=contact.external_user_id,
-                channel_timestamp=at,
-                window_seconds=account.fallback_window_seconds,
-            ),
+        window = None
+        if message.external_thread_id is None:
+            # The fallback thread key depends on the account's window: read it first.
+            account, replay = await uow.messages.account_with_replay(
+                message.channel_account_id, message.key
+            )
+            if account is None:
+                raise NotFound.of(("channelAccountId",), "This channel account")
+            if replay is not None:
+                return _replayed(message, digest, replay)
+            window = account.fallback_window_seconds
+        key = thread_key(
             external_thread_id=message.external_thread_id,
-            contact_id=contact.id,
-            at=at,
+            external_user_id=message.contact.external_user_id,
+            channel_timestamp=message.channel_timestamp,
+            window_seconds=window,
         )
+        place = Thread(message.contact, key, message.external_thread_id)
 
-    row = _message_row(message, digest, conversation_id=conversation.id, contact_id=contact_id)
-    stored = (await uow.messages.insert_returning([row])).get((account.id, message.key))
-    if stored is None:
+    persisted = await uow.messages.persist(_message_row(message, digest), place)
+    if persisted is None:
+        raise NotFound.of(("channelAccountId",), "This channel account")
+    if persisted.replay is not None:
+        return _replayed(message, digest, persisted.replay)
+    conversation = persisted.conversation
+    if conversation is None:
+        # A conversation named by id that is not this account's: say why, as a batch would.
+        assert message.conversation_id is not None
+        refusal = _refusal(
+            await uow.conversations.get(message.conversation_id), message.channel_account_id
+        )
+        assert refusal is not None
+        raise refusal
+    if persisted.stored is None:
         raise _DuplicateRace
+    contact_id = persisted.stored.message.contact_id
     return PersistResult(
-        stored.message.id,
+        persisted.stored.message.id,
         conversation.id,
         contact_id,
         False,
-        Written(account, stored.message, conversation, contact, stored.attachments),
+        Written(
+            persisted.account,
+            persisted.stored.message,
+            conversation,
+            persisted.contact,
+            persisted.stored.attachments,
+        ),
     )
 
 
-def _message_row(
-    message: NormalizedMessage, digest: bytes, *, conversation_id: int, contact_id: int | None
-) -> MessageRow:
+def _message_row(message: NormalizedMessage, digest: bytes) -> MessageRow:
     """The stored form of a validated message. Inbound, the sender is the contact; outbound,
     the agent, bot or system the reply sender named."""
     assert message.channel_account_id is not None and message.channel_timestamp is not None
@@ -255,8 +260,6 @@ def _message_row(
     sender = message.sender
     return MessageRow(
         channel_account_id=message.channel_account_id,
-        conversation_id=conversation_id,
-        contact_id=contact_id,
         direction=str(message.direction),
         sender_type=SenderType.CONTACT.value if inbound else str(sender.type if sender else ""),
         sender_external_id=(sender.external_id if sender else None)
@@ -585,9 +588,8 @@ async def _persist_batch(
 
     inserted = await uow.messages.insert_many(
         [
-            _message_row(
-                item.message,
-                item.digest,
+            PlacedRow(
+                _message_row(item.message, item.digest),
                 conversation_id=stored_conversations[placed[key][0]].id,
                 contact_id=placed[key][1],
             )

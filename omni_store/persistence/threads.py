@@ -19,12 +19,17 @@ def thread_key(
     external_thread_id: str | None,
     external_user_id: str | None,
     channel_timestamp: datetime,
-    window_seconds: int,
+    window_seconds: int | None,
 ) -> str:
+    """The thread key of an event. ``window_seconds`` is the channel account's fallback
+    window; a caller that has not read the account passes None, which is enough only for an
+    event with a thread id."""
     if external_thread_id is not None:
         return f"t:{external_thread_id}"
     if external_user_id is None:
         raise ValueError("a thread key needs a thread id or an external user id")
+    if window_seconds is None:
+        raise ValueError("a thread key without a thread id needs the account's window")
     epoch_seconds = int(channel_timestamp.timestamp() // 1)
     bucket_start = epoch_seconds - epoch_seconds % window_seconds
     # The user id goes last: it may itself contain colons.

@@ -199,16 +199,19 @@ mutation($input: PersistMessageInput!) {
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        # Write: account + replay lookup, contact upsert, conversation upsert,
-        # message with its attachments. Nothing is read back: the payload is what those
-        # statements returned.
-        ("new", 4),
-        # Write: account + replay lookup, conversation moved forward, message with its
-        # attachments. Read back, in a transaction of its own: the conversation's contact.
-        ("reply", 4),
+        # One statement reads the account and an earlier delivery of the key and, the key
+        # being new, upserts the contact and the conversation and inserts the message with
+        # its attachments. Nothing is read back: the payload is what it returned.
+        ("new", 1),
+        # Without a thread id the thread key needs the account's window: the account and
+        # replay are read first, then the same statement.
+        ("new without thread id", 2),
+        # The same statement moves the conversation named by id forward instead. Read back,
+        # in a transaction of its own: the conversation's contact.
+        ("reply", 2),
         # The same, when the payload's contact is not selected: nothing is read back.
-        ("reply without contact", 3),
-        # Write: account + replay lookup (found: nothing more is written).
+        ("reply without contact", 1),
+        # The statement finds the earlier delivery: nothing is written.
         # Read back: message, conversation, contact, attachments, account.
         ("replay", 6),
     ],
@@ -218,7 +221,8 @@ async def test_persist_message_round_trips(
 ) -> None:
     account = await register_account(gql)
     attachments = [{"kind": "IMAGE", "externalId": "img-1"}]
-    message = inbound(account, attachments=attachments)
+    thread = None if kind == "new without thread id" else "thread-1"
+    message = inbound(account, attachments=attachments, thread=thread)
     selection = PERSIST_SELECTION
     if kind == "reply without contact":
         selection = selection.replace("contact { id }", "")

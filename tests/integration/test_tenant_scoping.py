@@ -25,6 +25,8 @@ from omni_store.persistence.repositories import (
     ContactRow,
     ConversationRow,
     MessageRow,
+    PlacedRow,
+    Thread,
 )
 from omni_store.persistence.service import (
     add_attachments,
@@ -159,13 +161,6 @@ async def _conversation_list_by_channel(uow: UnitOfWork, a: World, b: World) -> 
     return [x.id for x in page.items], [b.conversation_ids[0]]
 
 
-async def _conversation_touch(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
-    touched = await uow.conversations.touch(
-        a.conversation_ids[0], channel_account_id=a.account_ids[0], at=at(30)
-    )
-    return touched, None
-
-
 async def _message_get(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.get(a.message_ids[0]), None
 
@@ -205,6 +200,56 @@ async def _message_find_replays(uow: UnitOfWork, a: World, b: World) -> tuple[An
     }
 
 
+def _new_row(account_id: int, key: str) -> MessageRow:
+    return MessageRow(
+        channel_account_id=account_id,
+        direction="INBOUND",
+        sender_type="CONTACT",
+        sender_external_id="U-1",
+        sender_display_name=None,
+        sender_avatar_url=None,
+        content_type="TEXT",
+        content_text="hello",
+        content_struct=None,
+        external_message_id=key,
+        idempotency_key=key,
+        reply_to_external_message_id=None,
+        channel_timestamp=at(30),
+        status="RECEIVED",
+        content_hash=b"0" * 32,
+        attachments=[attachment(external_id="x")],
+    )
+
+
+_THREAD_1 = Thread(ContactInput(external_user_id="U-1"), "t:thread-1", "thread-1")
+
+
+async def _message_persist_on_their_account(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    # A new key on A's account, into the thread A has: neither is found, nothing is written.
+    return await uow.messages.persist(_new_row(a.account_ids[0], "m-new"), _THREAD_1), None
+
+
+async def _message_persist_their_key(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    # A's stored key on A's account: no replay of A's is shown.
+    return await uow.messages.persist(_new_row(a.account_ids[0], a.key), _THREAD_1), None
+
+
+async def _message_persist_into_their_conversation(
+    uow: UnitOfWork, a: World, b: World
+) -> tuple[Any, Any]:
+    # B's own account, A's conversation by id: the account is found, the conversation is not,
+    # and nothing is written.
+    found = await uow.messages.persist(_new_row(b.account_ids[0], "m-new"), a.conversation_ids[0])
+    assert found is not None
+    return (found.account.id, found.replay, found.contact, found.conversation, found.stored), (
+        b.account_ids[0],
+        None,
+        None,
+        None,
+        None,
+    )
+
+
 async def _message_lock(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.lock(a.message_ids[0]), False
 
@@ -233,7 +278,6 @@ READS: list[ReadCase] = [
     _conversation_list,
     _conversation_list_by_account,
     _conversation_list_by_channel,
-    _conversation_touch,
     _message_get,
     _message_get_many,
     _message_timeline,
@@ -242,6 +286,9 @@ READS: list[ReadCase] = [
     _message_account_with_replay,
     _message_find_replay,
     _message_find_replays,
+    _message_persist_on_their_account,
+    _message_persist_their_key,
+    _message_persist_into_their_conversation,
     _message_lock,
     _attachments_by_messages,
     _attachments_stats,
@@ -286,6 +333,7 @@ async def test_a_tenant_still_sees_its_own_rows_through_the_same_methods(
         replay = await uow.messages.find_replay(a.account_ids[0], a.key)
         attachments = await uow.attachments.by_messages([a.message_ids[0]])
         locked = await uow.messages.lock(a.message_ids[0])
+        again = await uow.messages.persist(_new_row(a.account_ids[0], a.key), _THREAD_1)
 
     # Then everything is there
     assert account is not None
@@ -301,6 +349,14 @@ async def test_a_tenant_still_sees_its_own_rows_through_the_same_methods(
     assert replay.message_id == a.message_ids[0]
     assert [x.external_id for x in attachments[a.message_ids[0]]] == ["media-1"]
     assert locked is True
+    assert again is not None
+    assert again.account.id == a.account_ids[0]
+    assert again.replay is not None
+    assert (again.replay.message_id, again.conversation, again.stored) == (
+        a.message_ids[0],
+        None,
+        None,
+    )
 
 
 async def test_a_cursor_of_another_tenants_conversation_reads_nothing(
@@ -455,28 +511,7 @@ async def _conversations_upsert_many(uow: UnitOfWork, a: World) -> object:
 
 async def _messages_insert_many(uow: UnitOfWork, a: World) -> object:
     return await uow.messages.insert_many(
-        [
-            MessageRow(
-                channel_account_id=a.account_ids[0],
-                conversation_id=a.conversation_ids[0],
-                contact_id=a.contact_id,
-                direction="INBOUND",
-                sender_type="CONTACT",
-                sender_external_id="U-1",
-                sender_display_name=None,
-                sender_avatar_url=None,
-                content_type="TEXT",
-                content_text="hello",
-                content_struct=None,
-                external_message_id="m-new",
-                idempotency_key="m-new",
-                reply_to_external_message_id=None,
-                channel_timestamp=at(30),
-                status="RECEIVED",
-                content_hash=b"0" * 32,
-                attachments=[attachment(external_id="x")],
-            )
-        ]
+        [PlacedRow(_new_row(a.account_ids[0], "m-new"), a.conversation_ids[0], a.contact_id)]
     )
 
 
