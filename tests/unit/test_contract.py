@@ -1049,6 +1049,23 @@ def test_fallback_needs_a_user() -> None:
         )
 
 
+def test_a_thread_id_needs_no_window_and_the_fallback_does() -> None:
+    # persistMessage keys a message with a thread id before it has read the account.
+    assert thread_key(
+        external_thread_id="th-9",
+        external_user_id="U-1",
+        channel_timestamp=WHEN,
+        window_seconds=None,
+    ) == ("t:th-9")
+    with pytest.raises(ValueError, match="needs the account's window"):
+        thread_key(
+            external_thread_id=None,
+            external_user_id="U-1",
+            channel_timestamp=WHEN,
+            window_seconds=None,
+        )
+
+
 def test_fallback_bucket_boundaries() -> None:
     assert int(datetime(2026, 11, 20, tzinfo=UTC).timestamp()) == NOV_20
     start = datetime(2026, 11, 20, tzinfo=UTC)
