@@ -389,6 +389,15 @@ async def _persist_on_their_account(db: Database, a: World, b: World) -> object:
     )
 
 
+async def _persist_without_thread_on_their_account(db: Database, a: World, b: World) -> object:
+    # No thread id: the account is read before the write statement (for its window).
+    return await persist_message(
+        db,
+        b.tenant,
+        inbound(account_id=a.account_ids[0], external_message_id="m-new", thread=None),
+    )
+
+
 async def _replay_their_event(db: Database, a: World, b: World) -> object:
     # The very event A stored, account id included: must not come back as "deduplicated".
     return await persist_message(
@@ -456,6 +465,7 @@ async def _batch_on_their_account_and_conversation(db: Database, a: World, b: Wo
 
 WRITES: list[tuple[WriteCase, tuple[str, ...]]] = [
     (_persist_on_their_account, ("channelAccountId",)),
+    (_persist_without_thread_on_their_account, ("channelAccountId",)),
     (_replay_their_event, ("channelAccountId",)),
     (_reply_into_their_conversation, ("conversationId",)),
     (_reply_on_their_account, ("channelAccountId",)),
