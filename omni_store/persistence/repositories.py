@@ -535,6 +535,28 @@ RETURNING {", ".join(f.name for f in fields(Attachment))}
 )
 
 
+# A stored message with what its payload shows (its conversation, its contact and its
+# attachments in position order), one row per attachment: a replay is shown from it.
+_MESSAGE_WITH_RELATIONS = _rows_of(
+    f"""
+SELECT {_select_list("m", Message)}, {_select_list("v", Conversation)},
+       {_select_list("k", Contact)}, {_select_list("f", Attachment)}
+FROM messages AS m
+JOIN conversations AS v ON v.tenant_id = m.tenant_id AND v.id = m.conversation_id
+LEFT JOIN contacts AS k ON k.tenant_id = m.tenant_id AND k.id = m.contact_id
+LEFT JOIN attachments AS f ON f.tenant_id = m.tenant_id AND f.message_id = m.id
+WHERE m.tenant_id = CAST(:tenant AS uuid) AND m.id = CAST(:id AS bigint)
+ORDER BY f.position
+""",
+    [
+        *_names(Message, "message_"),
+        *_names(Conversation, "conversation_"),
+        *_names(Contact, "contact_"),
+        *_names(Attachment, "attachment_"),
+    ],
+)
+
+
 # --- statements built once ---------------------------------------------------------------------
 
 
@@ -1108,6 +1130,28 @@ class MessageRepository(_Repository):
         if not rows:
             return None
         return _persisted(rows)
+
+    async def with_relations(
+        self, message_id: int
+    ) -> tuple[StoredMessage, Conversation, Contact | None] | None:
+        """A stored message with its attachments, its conversation and its contact, in one
+        statement; None if the tenant has no such message."""
+        rows = (
+            await self._uow.execute(
+                _MESSAGE_WITH_RELATIONS, {"tenant": self._tenant, "id": message_id}
+            )
+        ).all()
+        if not rows:
+            return None
+        first = rows[0]
+        at = _width(Message)
+        message = Message(*first[:at])
+        conversation = Conversation(*first[at : at + _width(Conversation)])
+        at += _width(Conversation)
+        contact = Contact(*first[at : at + _width(Contact)]) if first[at + 1] is not None else None
+        at += _width(Contact)
+        attachments = [Attachment(*r[at:]) for r in rows if r[at + 1] is not None]
+        return StoredMessage(message, attachments), conversation, contact
 
     async def insert_many(self, rows: Sequence[PlacedRow]) -> dict[tuple[int, str], int]:
         """Insert messages and their attachments in one statement, each unless its idempotency

@@ -67,8 +67,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """The rows a new message's transaction wrote or touched, as the statements returned
-    them: what a caller shows back needs no read after the write."""
+    """The rows a message's transaction wrote or touched (a replay's: read), as the
+    statements returned them: what a caller shows back needs no read after the write."""
 
     account: ChannelAccount
     message: Message
@@ -209,7 +209,7 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             if account is None:
                 raise NotFound.of(("channelAccountId",), "This channel account")
             if replay is not None:
-                return _replayed(message, digest, replay)
+                return await _shown_replay(uow, account, message, digest, replay)
             window = account.fallback_window_seconds
         key = thread_key(
             external_thread_id=message.external_thread_id,
@@ -223,7 +223,7 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
     if persisted is None:
         raise NotFound.of(("channelAccountId",), "This channel account")
     if persisted.replay is not None:
-        return _replayed(message, digest, persisted.replay)
+        return await _shown_replay(uow, persisted.account, message, digest, persisted.replay)
     conversation = persisted.conversation
     if conversation is None:
         # A conversation named by id that is not this account's: say why, as a batch would.
@@ -249,6 +249,23 @@ async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -
             persisted.stored.attachments,
         ),
     )
+
+
+async def _shown_replay(
+    uow: UnitOfWork,
+    account: ChannelAccount,
+    message: NormalizedMessage,
+    digest: bytes,
+    replay: Replay,
+) -> PersistResult:
+    """A replay (or its conflict), with the rows its payload shows, read in the same
+    transaction as the replay was found: no read after it."""
+    result = _replayed(message, digest, replay)
+    found = await uow.messages.with_relations(replay.message_id)
+    assert found is not None, "a replay's message is in the transaction that found it"
+    stored, conversation, contact = found
+    written = Written(account, stored.message, conversation, contact, stored.attachments)
+    return dataclasses.replace(result, written=written)
 
 
 def _message_row(message: NormalizedMessage, digest: bytes) -> MessageRow:

@@ -143,11 +143,20 @@ async def test_the_payload_of_a_new_message_is_what_reading_it_back_gives(
     assert len(payload["message"]["attachments"]) == len(attachments)
 
 
+@pytest.mark.parametrize("kind", ["inbound", "reply", "inbound without thread id"])
 async def test_duplicate_delivery_returns_the_stored_message_and_writes_nothing(
-    gql: GraphQLClient, engine: AsyncEngine, tenant: TenantId
+    gql: GraphQLClient, engine: AsyncEngine, tenant: TenantId, kind: str
 ) -> None:
+    # The replay's payload is read with the replay, not after it: it must show what the first
+    # delivery's payload showed.
     account = await register_account(gql)
-    event = inbound(account, external_message_id="line-msg-1", attachments=[PHOTO])
+    thread = None if kind.endswith("without thread id") else "thread-1"
+    event = inbound(account, external_message_id="line-msg-1", attachments=[PHOTO], thread=thread)
+    if kind == "reply":
+        # A reply names its conversation; its payload's contact is the conversation's.
+        conversation = (await persisted(gql, event))["conversation"]["id"]
+        second_photo = {**PHOTO, "externalId": "line-content-2", "fileName": "photo-2.jpg"}
+        event = outbound(account, conversation=conversation, attachments=[PHOTO, second_photo])
     first = await persisted(gql, event)
     counts = await row_counts(engine)
     rows = await tenant_snapshot(engine, tenant)
@@ -155,6 +164,8 @@ async def test_duplicate_delivery_returns_the_stored_message_and_writes_nothing(
     second = await persisted(gql, event)
 
     assert second["deduplicated"] is True
+    assert first["contact"] is not None
+    assert len(first["message"]["attachments"]) == (2 if kind == "reply" else 1)
     assert second["message"] == first["message"]
     assert second["conversation"] == first["conversation"]
     assert second["contact"] == first["contact"]

@@ -250,6 +250,10 @@ async def _message_persist_into_their_conversation(
     )
 
 
+async def _message_with_relations(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    return await uow.messages.with_relations(a.message_ids[0]), None
+
+
 async def _message_lock(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.lock(a.message_ids[0]), False
 
@@ -289,6 +293,7 @@ READS: list[ReadCase] = [
     _message_persist_on_their_account,
     _message_persist_their_key,
     _message_persist_into_their_conversation,
+    _message_with_relations,
     _message_lock,
     _attachments_by_messages,
     _attachments_stats,
@@ -334,6 +339,7 @@ async def test_a_tenant_still_sees_its_own_rows_through_the_same_methods(
         attachments = await uow.attachments.by_messages([a.message_ids[0]])
         locked = await uow.messages.lock(a.message_ids[0])
         again = await uow.messages.persist(_new_row(a.account_ids[0], a.key), _THREAD_1)
+        shown = await uow.messages.with_relations(a.message_ids[0])
 
     # Then everything is there
     assert account is not None
@@ -349,6 +355,9 @@ async def test_a_tenant_still_sees_its_own_rows_through_the_same_methods(
     assert replay.message_id == a.message_ids[0]
     assert [x.external_id for x in attachments[a.message_ids[0]]] == ["media-1"]
     assert locked is True
+    assert shown is not None
+    assert shown[1:] == (conversation, contact)
+    assert (shown[0].message, shown[0].attachments) == (message, attachments[a.message_ids[0]])
     assert again is not None
     assert again.account.id == a.account_ids[0]
     assert again.replay is not None
