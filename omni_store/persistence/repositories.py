@@ -607,6 +607,22 @@ def _width(record: type) -> int:
     return len(fields(record))
 
 
+def _cut(row: Any, at: int, *records: type) -> tuple[list[Any], int]:
+    """Consecutive records of a joined row, from its column ``at``: each None where its id (a
+    record's second column) is NULL, as an outer join leaves it. Also the column after them."""
+    found: list[Any] = []
+    for record in records:
+        width = _width(record)
+        found.append(record(*row[at : at + width]) if row[at + 1] is not None else None)
+        at += width
+    return found, at
+
+
+def _attachments_from(rows: Sequence[Any], at: int) -> list[Attachment]:
+    """The attachments of rows joined one per row from column ``at`` (none: NULLs)."""
+    return [Attachment(*r[at:]) for r in rows if r[at + 1] is not None]
+
+
 def _persisted(rows: Sequence[Any]) -> Persisted:
     """The answer of :func:`_persist_one`, cut into its records: every row holds the account,
     the replay, the contact, the conversation and the message, and one attachment."""
@@ -616,20 +632,8 @@ def _persisted(rows: Sequence[Any]) -> Persisted:
     replay = None
     if first[at] is not None:
         replay = Replay(first[at], first[at + 1], first[at + 2], bytes(first[at + 3]))
-    at += 4
-    contact = Contact(*first[at : at + _width(Contact)]) if first[at + 1] is not None else None
-    at += _width(Contact)
-    conversation = None
-    if first[at + 1] is not None:
-        conversation = Conversation(*first[at : at + _width(Conversation)])
-    at += _width(Conversation)
-    stored = None
-    if first[at + 1] is not None:
-        message = Message(*first[at : at + _width(Message)])
-        at += _width(Message)
-        stored = StoredMessage(
-            message, [Attachment(*r[at:]) for r in rows if r[at + 1] is not None]
-        )
+    (contact, conversation, message), at = _cut(first, at + 4, Contact, Conversation, Message)
+    stored = None if message is None else StoredMessage(message, _attachments_from(rows, at))
     return Persisted(account, replay, contact, conversation, stored)
 
 
@@ -1143,15 +1147,8 @@ class MessageRepository(_Repository):
         ).all()
         if not rows:
             return None
-        first = rows[0]
-        at = _width(Message)
-        message = Message(*first[:at])
-        conversation = Conversation(*first[at : at + _width(Conversation)])
-        at += _width(Conversation)
-        contact = Contact(*first[at : at + _width(Contact)]) if first[at + 1] is not None else None
-        at += _width(Contact)
-        attachments = [Attachment(*r[at:]) for r in rows if r[at + 1] is not None]
-        return StoredMessage(message, attachments), conversation, contact
+        (message, conversation, contact), at = _cut(rows[0], 0, Message, Conversation, Contact)
+        return StoredMessage(message, _attachments_from(rows, at)), conversation, contact
 
     async def insert_many(self, rows: Sequence[PlacedRow]) -> dict[tuple[int, str], int]:
         """Insert messages and their attachments in one statement, each unless its idempotency
