@@ -260,8 +260,9 @@ def markdown(results: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         f"Strawberry {env['strawberry']}, SQLAlchemy {env['sqlalchemy']}, asyncpg "
         f"{env['asyncpg']}, uvicorn {env['uvicorn']}.",
         "",
-        f"Service: `python -m tests.bench.serve` ({serve}; = `omni-store serve` with uvicorn on "
-        f"asyncio/h11 unless a lever says otherwise), pool {env['pool_size']}. "
+        f"Service: `python -m tests.bench.serve` ({serve}; = `omni-store serve`: uvicorn on "
+        f"uvloop/httptools, or asyncio/h11 on commits older than `omni_store.cli.SERVER_OPTIONS`, "
+        f"unless a lever says otherwise), pool {env['pool_size']}. "
         + (
             f"Peer: PostGraphile {peer} on Node {env['node']}, {_processes(env)}, pool "
             f"{env['pool_size']}, `--dynamic-json --disable-query-log`. "

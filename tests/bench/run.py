@@ -1459,7 +1459,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--serve",
         default="",
-        help="extra options of tests.bench.serve (levers), e.g. '--loop uvloop --http httptools'",
+        help="extra options of tests.bench.serve (levers), e.g. '--loop asyncio --http h11'",
     )
     args = parser.parse_args(argv)
     global BATCH_SIZE  # read by every Actions built below

@@ -5,15 +5,14 @@
 Without options it is ``omni-store serve`` on an already migrated database: the same engine
 (``omni_store.cli.service_engine``, settings from the same environment variables; DATABASE_URL
 is the ``omni_app`` role, bound by row-level security), the same ``create_app``, uvicorn with
-the same log level (access log on). Two deliberate differences, both printed in the results:
-uvicorn's event loop and HTTP parser are pinned to ``asyncio`` and ``h11`` (what the project's
-declared dependencies give; ``auto`` would pick uvloop/httptools if the bench extra installed them),
-and no demo data is seeded.
+the same uvicorn options (``omni_store.cli.SERVER_OPTIONS``: uvloop, httptools, access log on).
+One deliberate difference: no demo data is seeded.
 
 The lever options change the service *here only*, by wrapping or patching it from outside, so
 that each one can be measured in isolation before it is made in omni_store/:
 
-- ``--loop uvloop --http httptools``: uvicorn's fast loop and parser (dependencies only).
+- ``--loop asyncio --http h11``: uvicorn's pure-Python loop and parser (the service's before
+  uvloop and httptools were adopted).
 - ``--workers N``: N uvicorn worker processes (each with its own pool of ``--pool-size``).
 - ``--pool-size N``: the SQLAlchemy pool (OMNI_STORE_POOL_SIZE).
 - ``--stable-rules``: only the limiters' rule classes built once (see ``--caches``).
@@ -104,13 +103,23 @@ def app_factory() -> Any:
     )
 
 
+def _server_options() -> dict[str, Any]:
+    """``omni-store serve``'s uvicorn options; asyncio and h11 in trees older than them."""
+    try:
+        from omni_store.cli import SERVER_OPTIONS
+    except ImportError:
+        return {"loop": "asyncio", "http": "h11"}
+    return SERVER_OPTIONS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.serve", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"])
-    parser.add_argument("--http", default="h11", choices=["h11", "httptools", "auto"])
+    served = _server_options()
+    parser.add_argument("--loop", default=served["loop"], choices=["asyncio", "uvloop", "auto"])
+    parser.add_argument("--http", default=served["http"], choices=["h11", "httptools", "auto"])
     parser.add_argument("--pool-size", type=int)
     parser.add_argument("--caches", action="store_true")
     parser.add_argument(
@@ -134,12 +143,13 @@ def main() -> None:
     import uvicorn
 
     options: dict[str, Any] = {
+        "log_level": "info",
+        "timeout_graceful_shutdown": 30,
+        **served,
         "factory": True,
         "loop": args.loop,
         "http": args.http,
-        "log_level": "info",
         "access_log": not args.no_access_log,
-        "timeout_graceful_shutdown": 30,
     }
     if args.workers > 1 and not args.shared_socket:
         from omni_store.workers import serve_processes

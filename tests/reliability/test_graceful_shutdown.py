@@ -262,6 +262,28 @@ async def test_workers_serve_connections_dealt_out_evenly_and_stop_together(
     assert _workers_of(process.pid) == []
 
 
+def _native_modules_in(pid: int) -> set[str]:
+    """Which of uvloop's loop and httptools' parser are mapped into process ``pid``: uvicorn
+    imports each only when its options choose it (from /proc)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    wanted = {"uvloop": "/uvloop/loop.", "httptools": "/httptools/parser/parser."}
+    return {name for name, path in wanted.items() if path in maps}
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+async def test_every_serving_process_runs_on_uvloop_and_httptools(
+    served: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, port = served
+    await _wait_ready(process, port)
+    serving = _workers_of(process.pid) or [process.pid]
+
+    assert len(serving) == (1 if "1 worker" in os.environ["PYTEST_CURRENT_TEST"] else 2)
+    assert [_native_modules_in(pid) for pid in serving] == [{"uvloop", "httptools"}] * len(serving)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 30) == 0
+
+
 @pytest.mark.parametrize(
     ("arguments", "environment"),
     [
