@@ -1058,8 +1058,9 @@ class MessageRepository(_Repository):
     async def account_with_replay(
         self, channel_account_id: int, idempotency_key: str
     ) -> tuple[ChannelAccount | None, Replay | None]:
-        """The channel account and, if this key was stored before, what it stored: the first
-        read of every persist, in one round trip."""
+        """The channel account and, if this key was stored before, what it stored, in one
+        round trip: the first read of a persist without a thread id (its fallback thread key
+        needs the account's window), and of a delivery that lost the race for its key."""
         values = {"tenant": self._tenant, "account_id": channel_account_id, "key": idempotency_key}
         row = (await self._uow.execute(_account_with_replay(), values)).one_or_none()
         if row is None:

@@ -186,11 +186,17 @@ async def persist_message(
         async with db.transaction(tenant) as uow:
             return await _persist(uow, message, digest)
     except _DuplicateRace:
-        # The transaction was rolled back whole: this delivery wrote nothing.
+        # The transaction was rolled back whole: this delivery wrote nothing. The winner's
+        # message is shown as any replay is, from rows read in the transaction that finds it.
+        assert message.channel_account_id is not None
         async with db.transaction(tenant) as uow:
-            replay = await uow.messages.find_replay(message.channel_account_id or 0, message.key)
-        assert replay is not None, "a conflicting key must be visible once its writer committed"
-        return _replayed(message, digest, replay)
+            account, replay = await uow.messages.account_with_replay(
+                message.channel_account_id, message.key
+            )
+            assert account is not None and replay is not None, (
+                "a conflicting key must be visible once its writer committed"
+            )
+            return await _shown_replay(uow, account, message, digest, replay)
 
 
 async def _persist(uow: UnitOfWork, message: NormalizedMessage, digest: bytes) -> PersistResult:
