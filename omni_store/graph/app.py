@@ -235,16 +235,24 @@ _UNUSED: Any = None  # execute_single passes its request and sub-response to not
 
 def _plain_json_post(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The Authorization header ("" if none) of a request whose body is declared JSON and
-    whose answer may be plain JSON (no streaming asked for in Accept); None otherwise."""
-    json_body, authorization = False, ""
+    whose answer may be plain JSON (no streaming asked for in Accept); None otherwise, and
+    when either header is sent twice (the view reads the first of each; left to it)."""
+    content_type: bytes | None = None
+    authorization: str | None = None
     for name, value in headers:
         if name == b"content-type":
-            json_body = value.split(b";", 1)[0].strip() == b"application/json"
+            if content_type is not None:
+                return None
+            content_type = value
         elif name == b"authorization":
+            if authorization is not None:
+                return None
             authorization = value.decode("latin-1")
         elif name == b"accept" and (b"multipart/mixed" in value or b"text/event-stream" in value):
             return None
-    return authorization if json_body else None
+    if content_type is None or content_type.split(b";", 1)[0].strip() != b"application/json":
+        return None
+    return authorization or ""
 
 
 async def _body_of(receive: Receive) -> bytes:

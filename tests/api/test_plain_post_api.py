@@ -44,7 +44,11 @@ class Apps:
         """The request sent to the service, then to Strawberry's view; and which of the two
         apps ran the view ("fast" for the service, "classic" for the other)."""
         self.views.clear()
-        headers = {"x-request-id": "same-id", **request.pop("headers", {})}
+        given = request.pop("headers", {})
+        headers = [
+            ("x-request-id", "same-id"),
+            *(given.items() if isinstance(given, dict) else given),
+        ]
         fast = await self.fast.request(url="/graphql", headers=headers, **request)
         self.views.append("|")
         classic = await self.classic.request(url="/graphql", headers=headers, **request)
@@ -233,9 +237,26 @@ async def test_mutations_on_the_service_path_answer_as_the_view_and_write_the_sa
 async def test_any_other_request_goes_to_the_view_whole(
     apps: Apps, tenant: TenantId, request_: dict[str, Any]
 ) -> None:
-    headers: dict[str, str] = {**request_.get("headers", {})}
-    headers["authorization"] = f"Bearer {token_for(tenant)}"
+    headers = {**request_.get("headers", {}), "authorization": f"Bearer {token_for(tenant)}"}
     await _assert_same(apps, ["fast", "classic"], **{**request_, "headers": headers})
+
+
+async def test_a_header_sent_twice_is_left_to_the_view(apps: Apps, tenant: TenantId) -> None:
+    """Strawberry's view reads the first of each; the service's path does not guess."""
+    body = b'{"query": "{ viewer { tenantId } }"}'
+    token = ("authorization", f"Bearer {token_for(tenant)}")
+    two_types = [("content-type", "text/plain"), ("content-type", "application/json"), token]
+    two_tokens = [*JSON.items(), ("authorization", "Bearer not-a-token"), token]
+
+    fast, _ = await _assert_same(
+        apps, ["fast", "classic"], method="POST", headers=two_types, content=body
+    )
+    assert (fast.status_code, fast.text) == (400, "Unsupported content type")
+    fast, _ = await _assert_same(
+        apps, ["fast", "classic"], method="POST", headers=two_tokens, content=body
+    )
+    assert fast.status_code == 200
+    assert orjson.loads(fast.content)["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 @pytest.mark.parametrize("body", [b'"{ viewer { tenantId } }"', b"12", b"null", b"true"])
