@@ -169,6 +169,9 @@ class GraphQLApp(GraphQL[Context, None]):
         except TimeoutError:
             operation.close()
             return ExecutionResult(data=None, errors=[overloaded(request_id)])
+        except BaseException:  # cancelled while waiting (the client went away)
+            operation.close()
+            raise
         try:
             return await operation
         finally:

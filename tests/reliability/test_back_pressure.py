@@ -231,3 +231,29 @@ async def test_a_slow_client_never_holds_a_connection_or_transaction(
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+async def test_an_operation_cancelled_while_waiting_for_a_slot_is_closed_unrun(
+    service: AsyncEngine,
+) -> None:
+    """A request whose client goes away while it waits for admission: its operation never
+    starts, and is closed (not left for the garbage collector to warn about)."""
+    view = next(r.app for r in app_for(service, max_concurrent_operations=1).routes)
+    ran: list[str] = []
+
+    async def operation() -> None:
+        ran.append("ran")
+
+    await view._slots.acquire()  # the one slot, taken
+    pending = operation()
+    waiting = asyncio.create_task(view._admitted("cancelled-1", pending))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert pending.cr_frame is None  # closed: it can never run
+    assert ran == []
+    view._slots.release()
+    assert await view._admitted("after", operation()) is None
+    assert ran == ["ran"]
