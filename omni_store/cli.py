@@ -8,8 +8,10 @@ import logging
 import signal
 import sys
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from omni_store.config import Settings
@@ -26,12 +28,9 @@ SCHEMA_FILE = Path("schema.graphql")
 # (declared dependencies) instead of asyncio and h11: 15 % less of the service's CPU per new
 # persistMessage, 10 % per replay, 1-4 % per read page (results/1M-s13-uvloop-httptools.md).
 # uvicorn drains the requests in flight for at most timeout_graceful_shutdown seconds on SIGTERM.
-SERVER_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_level": "info",
-    "timeout_graceful_shutdown": 30,
-}
+SERVER_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {"loop": "uvloop", "http": "httptools", "log_level": "info", "timeout_graceful_shutdown": 30}
+)
 
 
 def _database_urls(settings: Settings, *, keep_running: bool) -> tuple[str, str]:

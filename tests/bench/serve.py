@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 LEVERS_ENV = "OMNI_BENCH_LEVERS"
@@ -103,7 +104,7 @@ def app_factory() -> Any:
     )
 
 
-def _server_options() -> dict[str, Any]:
+def _server_options() -> Mapping[str, Any]:
     """``omni-store serve``'s uvicorn options; asyncio and h11 in trees older than them."""
     try:
         from omni_store.cli import SERVER_OPTIONS
