@@ -43,11 +43,15 @@ def _free_port() -> int:
 
 
 def _refuses(port: int) -> bool:
+    """Whether connecting to ``port`` is refused. A handshake reset (the listening socket
+    closing while the connection waited in its backlog) is not yet a refusal: poll again."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
 
 
 @pytest.fixture(params=[1, 2], ids=["1 worker", "2 workers"])
