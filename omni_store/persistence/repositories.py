@@ -560,11 +560,6 @@ ORDER BY f.position
 # --- statements built once ---------------------------------------------------------------------
 
 
-def _bound(table: Table, *names: str) -> dict[str, Any]:
-    """VALUES of an insert, each column bound to the parameter of its own name."""
-    return {name: bindparam(name, type_=table.c[name].type) for name in names}
-
-
 @cache
 def _account_with_replay() -> Any:
     m = messages
@@ -1089,10 +1084,6 @@ class MessageRepository(_Repository):
             (account_id, key): Replay(id_, conversation_id, contact_id, bytes(digest))
             for account_id, key, id_, conversation_id, contact_id, digest in result
         }
-
-    async def find_replay(self, channel_account_id: int, idempotency_key: str) -> Replay | None:
-        key = (channel_account_id, idempotency_key)
-        return (await self.find_replays([key])).get(key)
 
     async def persist(self, row: MessageRow, place: Thread | int) -> Persisted | None:
         """Store one new message in one statement, unless its key was stored before:

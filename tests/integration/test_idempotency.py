@@ -313,8 +313,9 @@ async def test_key_is_the_idempotency_key_when_given_else_the_external_message_i
     # Then the stored keys are the idempotency key and the external message id respectively
     async with db.transaction(tenant) as uow:
         stored = await uow.messages.get_many([keyed_result.message_id, plain_result.message_id])
-        by_idempotency_key = await uow.messages.find_replay(account.id, "hook-1")
-        by_external_id = await uow.messages.find_replay(account.id, "m-1")
+        found = await uow.messages.find_replays([(account.id, "hook-1"), (account.id, "m-1")])
+        by_idempotency_key = found.get((account.id, "hook-1"))
+        by_external_id = found.get((account.id, "m-1"))
     assert (stored[keyed_result.message_id].idempotency_key,) == ("hook-1",)
     assert stored[keyed_result.message_id].external_message_id == "m-1"
     assert stored[plain_result.message_id].idempotency_key == "m-2"

@@ -189,10 +189,6 @@ async def _message_account_with_replay(uow: UnitOfWork, a: World, b: World) -> t
     return await uow.messages.account_with_replay(a.account_ids[0], a.key), (None, None)
 
 
-async def _message_find_replay(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
-    return await uow.messages.find_replay(a.account_ids[0], a.key), None
-
-
 async def _message_find_replays(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     found = await uow.messages.find_replays([(a.account_ids[0], a.key), (b.account_ids[0], b.key)])
     return {k: r.message_id for k, r in found.items()}, {
@@ -288,7 +284,6 @@ READS: list[ReadCase] = [
     _message_timeline_backward,
     _message_latest,
     _message_account_with_replay,
-    _message_find_replay,
     _message_find_replays,
     _message_persist_on_their_account,
     _message_persist_their_key,
@@ -335,7 +330,9 @@ async def test_a_tenant_still_sees_its_own_rows_through_the_same_methods(
         conversation = await uow.conversations.get(a.conversation_ids[0])
         message = await uow.messages.get(a.message_ids[0])
         timeline = await uow.messages.timeline(a.conversation_ids[0], PageRequest(first=10))
-        replay = await uow.messages.find_replay(a.account_ids[0], a.key)
+        replay = (await uow.messages.find_replays([(a.account_ids[0], a.key)])).get(
+            (a.account_ids[0], a.key)
+        )
         attachments = await uow.attachments.by_messages([a.message_ids[0]])
         locked = await uow.messages.lock(a.message_ids[0])
         again = await uow.messages.persist(_new_row(a.account_ids[0], a.key), _THREAD_1)
