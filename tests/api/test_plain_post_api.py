@@ -60,10 +60,14 @@ class Apps:
         )
 
 
+def _graphql_route(app: Starlette) -> Route:
+    return next(r for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
+
+
 def _classic(db: Database) -> Starlette:
     """The service, its /graphql route calling Strawberry's view instead of the service's."""
     app = create_app(db, jwt_secret=SECRET, dispose_on_shutdown=False)
-    route = next(r for r in app.routes if isinstance(r, Route) and r.path == "/graphql")
+    route = _graphql_route(app)
     view = route.app
 
     async def strawberry_view(scope: Any, receive: Any, send: Any) -> None:
@@ -76,9 +80,7 @@ def _classic(db: Database) -> Starlette:
 @pytest.fixture
 async def apps(db: Database, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Apps]:
     fast_app = create_app(db, jwt_secret=SECRET, dispose_on_shutdown=False)
-    fast_view = next(
-        r.app for r in fast_app.routes if isinstance(r, Route) and r.path == "/graphql"
-    )
+    fast_view = _graphql_route(fast_app).app
     pair = Apps(httpx.AsyncClient(), httpx.AsyncClient())
     original_run = GraphQLApp.run
 
