@@ -11,7 +11,7 @@ from asyncpg import exceptions as asyncpg_exc
 from graphql import GraphQLError
 from sqlalchemy import exc as sa_exc
 
-from omni_store.persistence.errors import ConcurrentWrites, UserInputError
+from omni_store.persistence.errors import ConcurrentWrites, ConnectionLost, UserInputError
 
 log = logging.getLogger("omni_store.graph")
 
@@ -151,6 +151,9 @@ def transient_code(error: BaseException) -> str | None:
             return OVERLOADED
         if isinstance(cause, ConcurrentWrites):  # a batch kept losing races to other writers
             return OVERLOADED
+        if isinstance(cause, ConnectionLost):
+            return SERVICE_UNAVAILABLE
+        # A disconnect SQLAlchemy saw (a connection opened by its pool, the readiness ping).
         if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return SERVICE_UNAVAILABLE
         sqlstate = getattr(cause, "sqlstate", None)
@@ -165,10 +168,6 @@ def transient_code(error: BaseException) -> str | None:
         # The server's goodbye (FATAL 57P01) was read but not yet its closed socket: asyncpg
         # waits for a ReadyForQuery that never comes, and refuses the next statement.
         if isinstance(cause, asyncpg_exc.InternalClientError):
-            return SERVICE_UNAVAILABLE
-        # The connection was invalidated (a disconnect) in the middle of the transaction, and
-        # the transaction is then used again (the request's read scope closing).
-        if isinstance(cause, sa_exc.PendingRollbackError) and "Can't reconnect" in str(cause):
             return SERVICE_UNAVAILABLE
     return None
 

@@ -70,3 +70,8 @@ class ConcurrentWrites(Exception):
     """Other deliveries kept storing keys of this batch while it was being written, on every
     attempt: nothing of it was written, and the client should send it again (each message that
     got stored meanwhile is then a replay)."""
+
+
+class ConnectionLost(Exception):
+    """The database connection of a unit of work closed under it (the server went away, or
+    the network): nothing of the transaction was committed unless its COMMIT had answered."""

@@ -18,8 +18,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Integer,
-    Result,
-    Row,
     Select,
     Table,
     TextualSelect,
@@ -705,7 +703,7 @@ class _Keyset:
     descending: bool
 
     def key(self, row: Any) -> Keyset:
-        return getattr(row, self.at.name), getattr(row, self.id.name)
+        return row[self.at.name], row[self.id.name]
 
     def _cmp(self, cursor: str, *, later: bool, inclusive: bool) -> ColumnElement[bool]:
         # One row comparison: PostgreSQL turns it into an index range on (at, id). The key
@@ -832,7 +830,7 @@ async def _keyset_page(
     beyond_cursor = False
     if empty_probe is not None:
         if rows:
-            beyond_cursor = bool(rows[0].beyond_cursor)
+            beyond_cursor = bool(rows[0]["beyond_cursor"])
         else:
             beyond_cursor = bool((await uow.execute(empty_probe, params)).scalar_one())
 
@@ -902,14 +900,14 @@ class ChannelAccountRepository(_Repository):
             },
         ).returning(*_ACCOUNT_COLUMNS, literal_column("xmax = 0").label("created"))
         row = (await self._uow.execute(upsert)).one()
-        return _record(ChannelAccount, row), bool(row.created)
+        return _record(ChannelAccount, row), bool(row["created"])
 
     async def get(self, account_id: int) -> ChannelAccount | None:
         return (await self.get_many([account_id])).get(account_id)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, ChannelAccount]:
         rows = await self._uow.execute(_by_ids(channel_accounts, ChannelAccount), self._ids(ids))
-        return {r.id: _record(ChannelAccount, r) for r in rows}
+        return {r["id"]: _record(ChannelAccount, r) for r in rows}
 
     async def lock_many(
         self, ids: Sequence[int], *, exclusive: bool = False
@@ -921,7 +919,7 @@ class ChannelAccountRepository(_Repository):
         single messages are stored meanwhile."""
         statement = _LOCK_ACCOUNTS if exclusive else _SHARE_ACCOUNTS
         rows = await self._uow.execute(statement, self._ids(ids))
-        return {r.id: _record(ChannelAccount, r) for r in rows}
+        return {r["id"]: _record(ChannelAccount, r) for r in rows}
 
     async def list(self, request: PageRequest) -> Page[ChannelAccount]:
         return await _keyset_page(
@@ -968,7 +966,7 @@ class ContactRepository(_Repository):
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Contact]:
         rows = await self._uow.execute(_by_ids(contacts, Contact), self._ids(ids))
-        return {r.id: _record(Contact, r) for r in rows}
+        return {r["id"]: _record(Contact, r) for r in rows}
 
     async def count(self) -> int:
         stmt = select(func.count()).where(contacts.c.tenant_id == self._tenant)
@@ -1025,7 +1023,7 @@ class ConversationRepository(_Repository):
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Conversation]:
         rows = await self._uow.execute(_by_ids(conversations, Conversation), self._ids(ids))
-        return {r.id: _record(Conversation, r) for r in rows}
+        return {r["id"]: _record(Conversation, r) for r in rows}
 
     async def list(
         self,
@@ -1061,10 +1059,10 @@ class MessageRepository(_Repository):
         if row is None:
             return None, None
         account = _record(ChannelAccount, row)
-        if row.message_id is None:
+        if row["message_id"] is None:
             return account, None
         return account, Replay(
-            row.message_id, row.conversation_id, row.contact_id, bytes(row.content_hash)
+            row["message_id"], row["conversation_id"], row["contact_id"], bytes(row["content_hash"])
         )
 
     async def find_replays(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Replay]:
@@ -1072,7 +1070,7 @@ class MessageRepository(_Repository):
         if not keys:
             return {}
         # (channel account, key, message, conversation, contact, content hash)
-        result: Result[int, str, int, int, int | None, bytes] = await self._uow.execute(
+        result = await self._uow.execute(
             _FIND_REPLAYS,
             {
                 "tenant": self._tenant,
@@ -1122,7 +1120,7 @@ class MessageRepository(_Repository):
             }
         else:
             values["conversation_id"] = place
-        rows = (await self._uow.execute(_persist_one(isinstance(place, Thread)), values)).all()
+        rows = await self._uow.execute(_persist_one(isinstance(place, Thread)), values)
         if not rows:
             return None
         return _persisted(rows)
@@ -1132,11 +1130,9 @@ class MessageRepository(_Repository):
     ) -> tuple[StoredMessage, Conversation, Contact | None] | None:
         """A stored message with its attachments, its conversation and its contact, in one
         statement; None if the tenant has no such message."""
-        rows = (
-            await self._uow.execute(
-                _MESSAGE_WITH_RELATIONS, {"tenant": self._tenant, "id": message_id}
-            )
-        ).all()
+        rows = await self._uow.execute(
+            _MESSAGE_WITH_RELATIONS, {"tenant": self._tenant, "id": message_id}
+        )
         if not rows:
             return None
         (message, conversation, contact), at = _cut(rows[0], 0, Message, Conversation, Contact)
@@ -1177,7 +1173,7 @@ class MessageRepository(_Repository):
             "a_positions": [position for _, position, _ in files],
             **_attachment_arrays([a for _, _, a in files], prefix="a_"),
         }
-        result: Result[int, int, str] = await self._uow.execute(_INSERT_MESSAGES, values)
+        result = await self._uow.execute(_INSERT_MESSAGES, values)
         return {(account_id, key): id_ for id_, account_id, key in result}
 
     async def get(self, message_id: int) -> Message | None:
@@ -1185,7 +1181,7 @@ class MessageRepository(_Repository):
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Message]:
         rows = await self._uow.execute(_by_ids(messages, Message), self._ids(ids))
-        return {r.id: _record(Message, r) for r in rows}
+        return {r["id"]: _record(Message, r) for r in rows}
 
     async def timeline(self, conversation_id: int, request: PageRequest) -> Page[Message]:
         """Chronological by (channel_timestamp, id); cursors belong to this conversation."""
@@ -1198,7 +1194,7 @@ class MessageRepository(_Repository):
     async def latest_by_conversations(self, conversation_ids: Sequence[int]) -> dict[int, Message]:
         """The last message of each conversation, one index probe each, in one statement."""
         rows = await self._uow.execute(_LATEST_MESSAGES, self._ids(conversation_ids))
-        return {r.conversation_id: _record(Message, r) for r in rows}
+        return {r["conversation_id"]: _record(Message, r) for r in rows}
 
     async def lock(self, message_id: int) -> bool:
         """Lock the message row (serializes appends to its attachments); False if absent."""
@@ -1227,12 +1223,12 @@ class AttachmentRepository(_Repository):
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Attachment]:
         rows = await self._uow.execute(_by_ids(attachments, Attachment), self._ids(ids))
-        return {r.id: _record(Attachment, r) for r in rows}
+        return {r["id"]: _record(Attachment, r) for r in rows}
 
     async def by_messages(self, message_ids: Sequence[int]) -> dict[int, list[Attachment]]:
         grouped: dict[int, list[Attachment]] = {}
         for r in await self._uow.execute(_ATTACHMENTS_OF_MESSAGES, self._ids(message_ids)):
-            grouped.setdefault(r.message_id, []).append(_record(Attachment, r))
+            grouped.setdefault(r["message_id"], []).append(_record(Attachment, r))
         return grouped
 
     async def stats(self, message_id: int) -> tuple[int, int]:
@@ -1240,7 +1236,7 @@ class AttachmentRepository(_Repository):
         stmt = select(func.count(), func.coalesce(func.max(attachments.c.position) + 1, 0)).where(
             attachments.c.tenant_id == self._tenant, attachments.c.message_id == message_id
         )
-        row: Row[int, int] = (await self._uow.execute(stmt)).one()
+        row = (await self._uow.execute(stmt)).one()
         count, next_position = row
         return int(count), int(next_position)
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import asyncpg
 import orjson
-from sqlalchemy.exc import DBAPIError
 
 from omni_store.persistence.contract import (
     AttachmentInput,
@@ -499,8 +499,8 @@ async def persist_messages(
             )
             if attempt == _BATCH_ATTEMPTS:
                 raise ConcurrentWrites from None
-        except DBAPIError as error:
-            sqlstate = getattr(error.orig, "sqlstate", None)
+        except asyncpg.PostgresError as error:
+            sqlstate = error.sqlstate
             if attempt == _BATCH_ATTEMPTS or sqlstate not in _RETRY_SQLSTATES:
                 raise
             log.info(

@@ -9,13 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from omni_store.graph.app import create_app
 from omni_store.graph.auth import ALL_SCOPES, mint_token
-from omni_store.persistence.database import Database
+from omni_store.persistence.database import Database, listen
 
 SECRET = "test-secret-not-for-production-0123456789"
 
@@ -98,11 +97,11 @@ def sql_statements(app_engine: AsyncEngine) -> Iterator[StatementCounter]:
     excluded)."""
     counter = StatementCounter()
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def record(uow: Any, statement: str, *args: Any) -> None:
         counter.statements.append(statement)
 
-    event.listen(app_engine.sync_engine, "before_cursor_execute", record)
+    stop = listen(app_engine, record)
     try:
         yield counter
     finally:
-        event.remove(app_engine.sync_engine, "before_cursor_execute", record)
+        stop()

@@ -2,7 +2,7 @@
 
     python -m tests.bench.plans --messages 1M      # on a generated data set
 
-The statements are captured from the repositories themselves (a SQLAlchemy event listener),
+The statements are captured from the repositories themselves (a listener of the units of work),
 then explained with the same bound parameters on the same connection: what is checked is what
 runs, as the role the service runs as (``omni_app``, row-level security on). Each plan must
 use the intended index and contain no Sort and no Seq Scan node.
@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.cursors import PageRequest
-from omni_store.persistence.database import Database, UnitOfWork
+from omni_store.persistence.database import Database, UnitOfWork, listen
 from omni_store.persistence.enums import Channel
 from omni_store.persistence.tenancy import TenantId
 
@@ -120,16 +120,15 @@ async def explain_calls(
     contains ``contains``, with the very parameters they were run with."""
     captured: list[tuple[str, Any]] = []
 
-    def record(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: Any) -> None:
+    def record(uow: Any, statement: str, params: Any, rows: Any) -> None:
         captured.append((statement, params))
 
-    sync = engine.sync_engine
-    event.listen(sync, "before_cursor_execute", record)
+    stop = listen(engine, record)
     try:
         async with Database(engine).transaction(tenant) as uow:
             await call(uow)
     finally:
-        event.remove(sync, "before_cursor_execute", record)
+        stop()
     out = []
     # Explained as the caller runs it: same role, same tenant setting (row-level security).
     async with engine.begin() as conn:

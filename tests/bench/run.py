@@ -7,8 +7,9 @@
 For one scale:
 
 1. A measurement pass, in process (the real ASGI app over httpx, no network): every request of
-   every workload once over the same sample, with a SQLAlchemy event listener capturing each
-   SQL statement (text, bound parameters, first value returned) and transaction boundary. It
+   every workload once over the same sample, with a listener of the units of work
+   (``omni_store.persistence.database.listen``) capturing each SQL statement (text, bound
+   parameters, first value returned) and the unit of work (transaction) it ran in. It
    gives the SQL statements per request (also at several page sizes), and the recordings that
    the raw-SQL limit replays.
 2. Then each workload runs on each target back to back (``--repeat`` times, alternating; the
@@ -77,7 +78,7 @@ import psutil
 
 from omni_store.graph.auth import ALL_SCOPES, authenticate, mint_token
 from omni_store.graph.ids import to_global_id
-from omni_store.persistence.database import TenantBoundConnection
+from omni_store.persistence.database import begin_with_tenant, listen
 from omni_store.persistence.tenancy import TenantId
 from tests.bench.common import (
     BENCH_DIR,
@@ -720,29 +721,24 @@ class Recorded:
 
 class Capture:
     def __init__(self, engine: Any) -> None:
-        from sqlalchemy import event
-
         self.active = False
         self.current: list[list[tuple[str, list[Any], Any]]] = []
-        sync = engine.sync_engine
+        self.unit_of_work: object | None = None
 
-        @event.listens_for(sync, "begin")
-        def begin(conn: Any) -> None:
-            if self.active:
-                self.current.append([])
-
-        @event.listens_for(sync, "after_cursor_execute")
-        def after(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: Any) -> None:
+        def after(uow: object, statement: str, params: Any, rows: Any) -> None:
             if not self.active:
                 return
-            rows = getattr(cursor, "_rows", None)
-            first = rows[0][0] if rows else None
-            if not self.current:
+            if uow is not self.unit_of_work or not self.current:
+                self.unit_of_work = uow
                 self.current.append([])
+            first = rows[0][0] if rows else None
             self.current[-1].append((statement, list(params or ()), first))
+
+        listen(engine, after)
 
     def start(self) -> None:
         self.current = []
+        self.unit_of_work = None
         self.active = True
 
     def stop(self) -> list[list[tuple[str, list[Any], Any]]]:
@@ -903,9 +899,11 @@ class RawActions:
         began = time.perf_counter()
         try:
             for transaction in request.transactions:
+                assert request.tenant is not None, "a transaction is always a tenant's"
                 async with self.pool.acquire() as conn:
-                    conn.bind_tenant_on_begin(request.tenant)
-                    await self._transaction(conn, transaction, mapping, fresh)
+                    await self._transaction(
+                        conn, begin_with_tenant(request.tenant), transaction, mapping, fresh
+                    )
         except asyncpg.PostgresError as error:
             stats.add(kind, began, False, repr(error))
             return
@@ -914,16 +912,23 @@ class RawActions:
     @staticmethod
     async def _transaction(
         conn: Any,
+        begin: str,
         transaction: list[tuple[str, list[Any], Any]],
         mapping: dict[Any, Any],
         fresh: bool,
     ) -> None:
-        async with conn.transaction():
+        # As the service sends them: the tenant with BEGIN, the statements, COMMIT.
+        await conn.execute(begin)
+        try:
             for sql, params, first in transaction:
                 rows = await conn.fetch(sql, *[_substitute(p, mapping) for p in params])
                 got = rows[0][0] if rows else None
                 if fresh and isinstance(first, int) and got != first and first > 1000:
                     mapping[first] = got
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
     async def timeline(self, post: Any, stats: Stats) -> None:
         await self._replay(stats, "timeline", False)
@@ -1258,7 +1263,6 @@ async def run(opts: Options) -> dict[str, Any]:
                 max_size=opts.pool_size,
                 init=_init_connection,
                 server_settings={"application_name": "omni-bench-raw"},
-                connection_class=TenantBoundConnection,
             )
             raw = RawActions(pool, sessions, opts.run_id + "r")
         binary = ensure_peer() if "peer" in opts.targets and reads else None

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.contract import ContactInput, NormalizedMessage
@@ -624,10 +624,10 @@ async def test_a_batch_that_keeps_deadlocking_fails_whole_and_writes_nothing(
     before = await row_counts(engine)
 
     async with deadlocks(engine, tenant, times=3):
-        with pytest.raises(DBAPIError) as failed:
+        with pytest.raises(asyncpg.DeadlockDetectedError) as failed:
             await persist_messages(db, tenant, batch)
 
-    assert getattr(failed.value.orig, "sqlstate", None) == "40P01"
+    assert failed.value.sqlstate == "40P01"
     assert await row_counts(engine) == before
 
 

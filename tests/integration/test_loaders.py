@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.graph.loaders import Loaders
 from omni_store.persistence.contract import ContactInput
-from omni_store.persistence.database import Database, UnitOfWork
+from omni_store.persistence.database import Database, UnitOfWork, listen
 from omni_store.persistence.repositories import Contact
 from omni_store.persistence.tenancy import TenantId
 from tests.factories import channel_account
@@ -35,12 +34,12 @@ def statements(app_engine: AsyncEngine) -> Iterator[list[Any]]:
     """The parameters of every statement the service's engine sends (BEGIN/COMMIT aside)."""
     seen: list[Any] = []
 
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        seen.append(parameters)
+    def record(uow: Any, statement: str, arguments: Any, rows: Any) -> None:
+        seen.append(arguments)
 
-    event.listen(app_engine.sync_engine, "before_cursor_execute", record)
+    stop = listen(app_engine, record)
     yield seen
-    event.remove(app_engine.sync_engine, "before_cursor_execute", record)
+    stop()
 
 
 async def test_load_all_fetches_only_what_is_not_loaded_in_one_statement(

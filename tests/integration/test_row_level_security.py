@@ -3,17 +3,18 @@ the service's own connection, sees and writes only the transaction's tenant."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from omni_store.persistence.database import (
     Database,
-    TenantBoundConnection,
     async_url,
+    begin_with_tenant,
     create_engine,
+    listen,
 )
 from omni_store.persistence.roles import app_url, rls_bypass_reasons
 from omni_store.persistence.service import persist_message
@@ -67,7 +68,7 @@ async def test_writing_a_row_of_another_tenant_is_refused(
 ) -> None:
     before = await row_counts(engine)
 
-    with pytest.raises(DBAPIError, match="row-level security"):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
         async with db.transaction(tenant) as uow:
             await uow.execute(
                 text(
@@ -86,12 +87,12 @@ async def test_updating_another_tenants_rows_touches_nothing(
     await _two_tenants(db, tenant, other_tenant)
 
     async with db.transaction(tenant) as uow:
-        result = await uow.execute(
-            text("UPDATE messages SET content_text = 'defaced' WHERE tenant_id = :t"),
+        updated = await uow.execute(
+            text("UPDATE messages SET content_text = 'defaced' WHERE tenant_id = :t RETURNING id"),
             {"t": str(other_tenant)},
         )
 
-    assert result.rowcount == 0
+    assert updated == []
     async with engine.connect() as owner:
         texts = (
             (
@@ -111,7 +112,7 @@ async def test_moving_a_row_into_another_tenant_is_refused(
 ) -> None:
     await _two_tenants(db, tenant, other_tenant)
 
-    with pytest.raises(DBAPIError, match="row-level security"):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
         async with db.transaction(tenant) as uow:
             await uow.execute(text("UPDATE messages SET tenant_id = :t"), {"t": str(other_tenant)})
 
@@ -165,9 +166,11 @@ async def test_the_tenant_goes_out_with_begin_and_not_as_a_statement_of_its_own(
     await _two_tenants(Database(app_engine), tenant, other_tenant)
     single = create_engine(app_url(database_url), pool_size=1)
     statements: list[str] = []
-    event.listen(single.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    sent: list[str] = []
+    listen(single, lambda _uow, sql, *_: statements.append(sql))
     try:
         async with Database(single).transaction(tenant) as uow:
+            uow._connection.add_query_logger(lambda query: sent.append(query.query))
             setting, *seen = (
                 await uow.execute(
                     text(
@@ -182,6 +185,13 @@ async def test_the_tenant_goes_out_with_begin_and_not_as_a_statement_of_its_own(
     assert (setting, seen) == (str(tenant), [3, 1])
     assert len(statements) == 1
     assert "set_config" not in statements[0]
+    # What went to the server: the tenant with BEGIN in one simple query, the statement, and
+    # COMMIT, three round trips.
+    assert sent == [
+        f"BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true);",
+        statements[0],
+        "COMMIT",
+    ]
 
 
 async def test_a_unit_of_work_that_ran_nothing_leaves_no_tenant_on_its_connection(
@@ -189,12 +199,14 @@ async def test_a_unit_of_work_that_ran_nothing_leaves_no_tenant_on_its_connectio
 ) -> None:
     await _two_tenants(Database(app_engine), tenant, other_tenant)
     single = create_engine(app_url(database_url), pool_size=1)
+    sent: list[str] = []
     try:
-        async with Database(single).transaction(tenant):
-            pass  # nothing was sent: not even BEGIN
+        async with Database(single).transaction(tenant) as uow:
+            uow._connection.add_query_logger(lambda query: sent.append(query.query))
         with pytest.raises(RuntimeError, match="refused"):
             async with Database(single).transaction(tenant):
                 raise RuntimeError("refused before any statement")
+        sent_by_the_two = list(sent)
         async with single.begin() as connection:  # a BEGIN of another kind of caller
             setting = (
                 await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
@@ -203,17 +215,18 @@ async def test_a_unit_of_work_that_ran_nothing_leaves_no_tenant_on_its_connectio
     finally:
         await single.dispose()
 
+    assert sent_by_the_two == []  # not even BEGIN, nor ROLLBACK
     assert setting is None  # never set on this connection at all
     assert seen_after == (0, 0, 0, 0, 0)
 
 
-async def test_an_engine_made_elsewhere_still_binds_the_tenant_with_a_statement(
+async def test_an_engine_made_elsewhere_binds_the_tenant_the_same_way(
     database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
 ) -> None:
     await _two_tenants(Database(app_engine), tenant, other_tenant)
     plain = create_async_engine(async_url(app_url(database_url)), pool_size=1)
     statements: list[str] = []
-    event.listen(plain.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    listen(plain, lambda _uow, sql, *_: statements.append(sql))
     try:
         async with Database(plain).transaction(other_tenant) as uow:
             seen = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
@@ -221,27 +234,35 @@ async def test_an_engine_made_elsewhere_still_binds_the_tenant_with_a_statement(
         await plain.dispose()
 
     assert seen == (1, 1, 1, 2, 0)
-    assert len(statements) == 2
-    assert "set_config" in statements[0]
+    assert len(statements) == 1
 
 
 async def test_only_a_uuid_can_be_bound_as_the_tenant_of_a_begin(
     database_url: str, tenant: TenantId
 ) -> None:
     single = create_engine(app_url(database_url), pool_size=1)
+    db = Database(single)
+    refused = []
     try:
+        for wrong in (str(tenant), "x'); DROP TABLE messages; --", 1):
+            with pytest.raises(TypeError, match="a tenant is a UUID") as error:
+                begin_with_tenant(wrong)  # type: ignore[arg-type]
+            refused.append(str(error.value))
+            with pytest.raises(TypeError, match="a tenant is a UUID"):
+                async with db.transaction(wrong):  # type: ignore[arg-type]
+                    raise AssertionError("a unit of work of no tenant began")
         async with single.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            for wrong in (str(tenant), "x'); DROP TABLE messages; --", 1):
-                with pytest.raises(TypeError, match="a tenant is a UUID"):
-                    driver.bind_tenant_on_begin(wrong)
             setting = (
                 await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
             ).scalar_one()
     finally:
         await single.dispose()
 
-    assert type(driver) is TenantBoundConnection
+    assert refused == [
+        "a tenant is a UUID, not str",
+        "a tenant is a UUID, not str",
+        "a tenant is a UUID, not int",
+    ]
     assert setting is None
 
 
@@ -263,7 +284,9 @@ async def test_the_service_role_cannot_delete_or_change_the_schema(
     db: Database, tenant: TenantId
 ) -> None:
     for statement in ("DELETE FROM messages", "ALTER TABLE messages DISABLE ROW LEVEL SECURITY"):
-        with pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
+        with pytest.raises(
+            asyncpg.InsufficientPrivilegeError, match=r"permission denied|must be owner"
+        ):
             async with db.transaction(tenant) as uow:
                 await uow.execute(text(statement))
 

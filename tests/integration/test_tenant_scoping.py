@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.contract import ContactInput
@@ -548,12 +548,12 @@ async def test_batch_writes_naming_another_tenants_rows_are_refused_and_write_no
 
     # When B's unit of work writes rows that name A's account (the service never does: it
     # finds A's ids missing first; this is the database's own line of defence)
-    with pytest.raises(IntegrityError) as refused:
+    with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
         async with db.transaction(b.tenant) as uow:
             await write(uow, a)
 
     # Then the foreign key (tenant, account) refuses them, and nothing was written
-    assert getattr(refused.value.orig, "sqlstate", None) == "23503"  # foreign_key_violation
+    assert refused.value.sqlstate == "23503"  # foreign_key_violation
     assert await row_counts(engine) == counts
     assert await tenant_rows(engine, a.tenant) == rows_a
 

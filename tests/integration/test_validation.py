@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.contract import (
@@ -515,10 +515,9 @@ async def _leftovers(engine: AsyncEngine, name: str) -> tuple[int, int]:
     return triggers, functions
 
 
-def _injected(error: DBAPIError, table: str) -> None:
-    assert error.orig is not None
-    assert getattr(error.orig, "sqlstate", None) == "P0001"
-    assert f"injected failure in {table}" in str(error.orig)
+def _injected(error: asyncpg.PostgresError, table: str) -> None:
+    assert error.sqlstate == "P0001"
+    assert f"injected failure in {table}" in str(error)
 
 
 async def test_failing_conversation_insert_rolls_back_the_new_contact(
@@ -530,7 +529,7 @@ async def test_failing_conversation_insert_rolls_back_the_new_contact(
     async with failing_insert(
         engine, "conversations", tenant, "NEW.thread_key = 't:explode'"
     ) as name:
-        with pytest.raises(DBAPIError) as info:
+        with pytest.raises(asyncpg.RaiseError) as info:
             await persist_message(db, tenant, message)
         _injected(info.value, "conversations")
         assert await row_counts(engine) == before
@@ -577,7 +576,7 @@ async def test_failing_attachment_insert_rolls_back_the_message_and_the_refreshe
     )
     before = await row_counts(engine)
     async with failing_insert(engine, "attachments", tenant, f"NEW.url = '{poison}'") as name:
-        with pytest.raises(DBAPIError) as info:
+        with pytest.raises(asyncpg.RaiseError) as info:
             await persist_message(db, tenant, message)
         _injected(info.value, "attachments")
         assert await row_counts(engine) == before
@@ -627,7 +626,7 @@ async def test_failing_message_insert_does_not_move_the_conversation_forward(
     )
     before = await row_counts(engine)
     async with failing_insert(engine, "messages", tenant, f"NEW.idempotency_key = '{key}'"):
-        with pytest.raises(DBAPIError) as info:
+        with pytest.raises(asyncpg.RaiseError) as info:
             await persist_message(db, tenant, reply)
         _injected(info.value, "messages")
         assert await row_counts(engine) == before

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from omni_store.persistence.contract import AttachmentInput
-from omni_store.persistence.database import Database
+from omni_store.persistence.database import Database, listen
 from omni_store.persistence.enums import AttachmentKind
 from omni_store.persistence.service import persist_message
 from omni_store.persistence.tenancy import TenantId
@@ -29,11 +28,7 @@ async def test_the_delivery_that_loses_the_race_replays_the_winner_with_its_rows
     photo = AttachmentInput(kind=AttachmentKind.IMAGE, url="https://cdn.example.com/race.jpg")
     message = inbound(account_id=account.id, external_message_id="race", attachments=[photo])
     statements: list[str] = []
-    event.listen(
-        service.sync_engine,
-        "before_cursor_execute",
-        lambda _c, _cur, sql, *_: statements.append(sql.split(None, 1)[0]),
-    )
+    listen(service, lambda _uow, sql, *_: statements.append(sql.split(None, 1)[0]))
     before = await row_counts(owner)
 
     # Both deliveries find the key free: one waits at the gate before its insert, the other
