@@ -250,8 +250,12 @@ class UnitOfWork:
 
     def _lost(self, error: Exception) -> Exception:
         """``error``, or :class:`ConnectionLost` if the connection closed under it (as
-        SQLAlchemy decides a disconnect: by asking the connection)."""
-        if self._connection.is_closed() and not isinstance(error, ConnectionLost):
+        SQLAlchemy decides a disconnect: by asking the connection) or the server ended the
+        session (a FATAL error, such as 57P01 when the backend is terminated, which may be
+        read before the socket is seen closed)."""
+        if isinstance(error, ConnectionLost):
+            return error
+        if self._connection.is_closed() or getattr(error, "severity", None) == "FATAL":
             return ConnectionLost(f"{type(error).__name__}: {error}")
         return error
 

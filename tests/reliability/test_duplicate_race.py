@@ -74,7 +74,10 @@ async def _waiting(owner: AsyncEngine, application_name: str) -> list[tuple[str,
             owner,
             "SELECT wait_event_type AS kind, wait_event AS what FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name = :app "
-            "AND state = 'active' AND wait_event IS NOT NULL ORDER BY 1, 2",
+            # A backend between the messages of one statement waits on its client for a
+            # moment (ClientRead): not a wait of the race.
+            "AND state = 'active' AND wait_event IS NOT NULL AND wait_event_type <> 'Client' "
+            "ORDER BY 1, 2",
             app=application_name,
         )
         waits = [(r.kind, r.what) for r in rows]
