@@ -67,6 +67,15 @@ async def app_engine(engine: AsyncEngine, database_url: str) -> AsyncIterator[As
 
 
 @pytest.fixture
+async def single(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of the service's role with one pooled connection: what one unit of work
+    leaves on it, the next one gets."""
+    single = create_engine(app_url(database_url), pool_size=1)
+    yield single
+    await single.dispose()
+
+
+@pytest.fixture
 def db(app_engine: AsyncEngine) -> Database:
     return Database(app_engine)
 

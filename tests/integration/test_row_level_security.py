@@ -3,6 +3,8 @@ the service's own connection, sees and writes only the transaction's tenant."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -13,7 +15,6 @@ from omni_store.persistence.database import (
     Database,
     async_url,
     begin_with_tenant,
-    create_engine,
     listen,
 )
 from omni_store.persistence.roles import app_url, rls_bypass_reasons
@@ -132,26 +133,20 @@ async def test_moving_a_row_into_another_tenant_is_refused(
 
 
 async def test_a_pooled_connection_carries_no_tenant_into_the_next_transaction(
-    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+    single: AsyncEngine, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
 ) -> None:
     await _two_tenants(Database(app_engine), tenant, other_tenant)
-    single = create_engine(app_url(database_url), pool_size=1)
     db = Database(single)
-    try:
-        async with db.transaction(tenant) as uow:
-            pid_a = (await uow.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            seen_a = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
-        async with db.transaction(other_tenant) as uow:
-            pid_b = (await uow.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            seen_b = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
-            setting = (
-                await uow.execute(text("SELECT current_setting('app.tenant_id')"))
-            ).scalar_one()
-        async with single.connect() as connection:
-            pid_after = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-            seen_after = tuple((await connection.execute(UNSCOPED_COUNTS)).one())
-    finally:
-        await single.dispose()
+    async with db.transaction(tenant) as uow:
+        pid_a = (await uow.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        seen_a = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
+    async with db.transaction(other_tenant) as uow:
+        pid_b = (await uow.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        seen_b = tuple((await uow.execute(UNSCOPED_COUNTS)).one())
+        setting = (await uow.execute(text("SELECT current_setting('app.tenant_id')"))).scalar_one()
+    async with single.connect() as connection:
+        pid_after = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        seen_after = tuple((await connection.execute(UNSCOPED_COUNTS)).one())
 
     assert pid_a == pid_b == pid_after
     assert seen_a == (1, 1, 1, 3, 0)
@@ -161,26 +156,23 @@ async def test_a_pooled_connection_carries_no_tenant_into_the_next_transaction(
 
 
 async def test_the_tenant_goes_out_with_begin_and_not_as_a_statement_of_its_own(
-    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+    single: AsyncEngine, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
 ) -> None:
     await _two_tenants(Database(app_engine), tenant, other_tenant)
-    single = create_engine(app_url(database_url), pool_size=1)
     statements: list[str] = []
     sent: list[str] = []
     listen(single, lambda _uow, sql, *_: statements.append(sql))
-    try:
-        async with Database(single).transaction(tenant) as uow:
-            uow._connection.add_query_logger(lambda query: sent.append(query.query))
-            setting, *seen = (
-                await uow.execute(
-                    text(
-                        "SELECT current_setting('app.tenant_id'), "
-                        "(SELECT count(*) FROM messages), (SELECT count(*) FROM contacts)"
-                    )
+    async with Database(single).transaction(tenant) as uow:
+        uow._connection.add_query_logger(lambda query: sent.append(query.query))
+        setting, *seen = (
+            await uow.execute(
+                text(
+                    "SELECT current_setting('app.tenant_id'), "
+                    "(SELECT count(*) FROM messages), (SELECT count(*) FROM contacts)"
                 )
-            ).one()
-    finally:
-        await single.dispose()
+            )
+        ).one()
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not in the call
 
     assert (setting, seen) == (str(tenant), [3, 1])
     assert len(statements) == 1
@@ -195,25 +187,22 @@ async def test_the_tenant_goes_out_with_begin_and_not_as_a_statement_of_its_own(
 
 
 async def test_a_unit_of_work_that_ran_nothing_leaves_no_tenant_on_its_connection(
-    database_url: str, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
+    single: AsyncEngine, app_engine: AsyncEngine, tenant: TenantId, other_tenant: TenantId
 ) -> None:
     await _two_tenants(Database(app_engine), tenant, other_tenant)
-    single = create_engine(app_url(database_url), pool_size=1)
     sent: list[str] = []
-    try:
-        async with Database(single).transaction(tenant) as uow:
-            uow._connection.add_query_logger(lambda query: sent.append(query.query))
-        with pytest.raises(RuntimeError, match="refused"):
-            async with Database(single).transaction(tenant):
-                raise RuntimeError("refused before any statement")
-        sent_by_the_two = list(sent)
-        async with single.begin() as connection:  # a BEGIN of another kind of caller
-            setting = (
-                await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
-            ).scalar_one()
-            seen_after = tuple((await connection.execute(UNSCOPED_COUNTS)).one())
-    finally:
-        await single.dispose()
+    async with Database(single).transaction(tenant) as uow:
+        uow._connection.add_query_logger(lambda query: sent.append(query.query))
+    with pytest.raises(RuntimeError, match="refused"):
+        async with Database(single).transaction(tenant):
+            raise RuntimeError("refused before any statement")
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not in the call
+    sent_by_the_two = list(sent)
+    async with single.begin() as connection:  # a BEGIN of another kind of caller
+        setting = (
+            await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
+        ).scalar_one()
+        seen_after = tuple((await connection.execute(UNSCOPED_COUNTS)).one())
 
     assert sent_by_the_two == []  # not even BEGIN, nor ROLLBACK
     assert setting is None  # never set on this connection at all
@@ -238,25 +227,21 @@ async def test_an_engine_made_elsewhere_binds_the_tenant_the_same_way(
 
 
 async def test_only_a_uuid_can_be_bound_as_the_tenant_of_a_begin(
-    database_url: str, tenant: TenantId
+    single: AsyncEngine, tenant: TenantId
 ) -> None:
-    single = create_engine(app_url(database_url), pool_size=1)
     db = Database(single)
     refused = []
-    try:
-        for wrong in (str(tenant), "x'); DROP TABLE messages; --", 1):
-            with pytest.raises(TypeError, match="a tenant is a UUID") as error:
-                begin_with_tenant(wrong)  # type: ignore[arg-type]
-            refused.append(str(error.value))
-            with pytest.raises(TypeError, match="a tenant is a UUID"):
-                async with db.transaction(wrong):  # type: ignore[arg-type]
-                    raise AssertionError("a unit of work of no tenant began")
-        async with single.connect() as connection:
-            setting = (
-                await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
-            ).scalar_one()
-    finally:
-        await single.dispose()
+    for wrong in (str(tenant), "x'); DROP TABLE messages; --", 1):
+        with pytest.raises(TypeError, match="a tenant is a UUID") as error:
+            begin_with_tenant(wrong)  # type: ignore[arg-type]
+        refused.append(str(error.value))
+        with pytest.raises(TypeError, match="a tenant is a UUID"):
+            async with db.transaction(wrong):  # type: ignore[arg-type]
+                raise AssertionError("a unit of work of no tenant began")
+    async with single.connect() as connection:
+        setting = (
+            await connection.execute(text("SELECT current_setting('app.tenant_id', true)"))
+        ).scalar_one()
 
     assert refused == [
         "a tenant is a UUID, not str",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
@@ -13,9 +12,8 @@ from sqlalchemy import Numeric, bindparam, column, literal_column, select, text
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omni_store.persistence.database import Database, Rows, create_engine
+from omni_store.persistence.database import Database, Rows
 from omni_store.persistence.errors import ConnectionLost
-from omni_store.persistence.roles import app_url
 from omni_store.persistence.tenancy import TenantId
 from tests.conftest import row_counts
 from tests.factories import channel_account
@@ -25,15 +23,6 @@ INSERT_ACCOUNT = text(
     "INSERT INTO channel_accounts (tenant_id, channel, external_account_id, "
     "fallback_window_seconds) VALUES (:t, 'LINE', :name, 60) RETURNING id"
 )
-
-
-@pytest.fixture
-async def single(database_url: str) -> Any:
-    """An engine of the service's role with one pooled connection: what one unit of work
-    leaves on it, the next one gets."""
-    engine = create_engine(app_url(database_url), pool_size=1, pool_timeout_seconds=2)
-    yield engine
-    await engine.dispose()
 
 
 async def _owner_pids(engine: AsyncEngine) -> set[int]:
