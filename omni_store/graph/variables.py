@@ -42,6 +42,7 @@ from graphql.execution.get_variable_signature import get_variable_signature
 from graphql.execution.values import VariableValues, VariableValueSource
 from graphql.language.parser import MAX_NESTING_DEPTH
 from graphql.pyutils import is_iterable
+from graphql.type.scalars import coerce_id, coerce_string
 from graphql.utilities.coerce_input_value import coerce_default_value
 
 Coercer = Callable[[Any], Any]  # a value to its coerced value, or Undefined if invalid
@@ -145,7 +146,7 @@ def _list(item: Coercer) -> Coercer:
     def coerce(value: Any) -> Any:
         if value is None or value is Undefined:
             return None
-        if not is_iterable(value):  # a single value is a list of one
+        if type(value) is not list and not is_iterable(value):  # a single value: a list of one
             one = item(value)
             return Undefined if one is Undefined else [one]
         items = []
@@ -162,8 +163,10 @@ def _list(item: Coercer) -> Coercer:
 @cache
 def _input_object(type_: GraphQLInputObjectType) -> Coercer:
     fields = type_.fields
+    names = frozenset(fields)
     out_type = type_.out_type
     one_of = type_.is_one_of
+    # (name, Python name, coercer, required, coerced default or Undefined), made on first use.
     plan: list[tuple[str, str, Coercer, bool, Any]] | None = None
 
     def coerce(value: Any) -> Any:
@@ -174,23 +177,30 @@ def _input_object(type_: GraphQLInputObjectType) -> Coercer:
             return Undefined
         if plan is None:  # field types may name input types not compiled yet
             plan = [
-                (name, f.out_name or name, _coercer(f.type), is_required_input_field(f), f)
+                (
+                    name,
+                    f.out_name or name,
+                    _coercer(f.type),
+                    is_required_input_field(f),
+                    coerce_default_value(f),
+                )
                 for name, f in fields.items()
             ]
-        defined = 0
-        for name, given in value.items():
-            if given is Undefined:
-                continue
-            defined += 1
-            if name not in fields:
-                return Undefined
+        if one_of or not value.keys() <= names:
+            # Undefined values are left out before unknown names are refused.
+            defined = 0
+            for name, given in value.items():
+                if given is Undefined:
+                    continue
+                defined += 1
+                if name not in names:
+                    return Undefined
         coerced = {}
-        for name, out_name, coerce_field, required, field in plan:
+        for name, out_name, coerce_field, required, default in plan:
             given = value.get(name, Undefined)
             if given is Undefined:
                 if required:
                     return Undefined
-                default = coerce_default_value(field)
                 if default is not Undefined:
                     coerced[out_name] = default
             else:
@@ -220,10 +230,15 @@ def _leaf(type_: Any) -> Coercer:
             except Exception:  # such a name keeps the type's own coercion
                 continue
 
+    # String and ID take a str as it is (graphql-core's coerce_string and coerce_id).
+    text_as_is = coerce_leaf in (coerce_string, coerce_id)
+
     def coerce(value: Any) -> Any:
         if value is None or value is Undefined:
             return None
         if type(value) is str:
+            if text_as_is:
+                return value
             found = known.get(value, Undefined)
             if found is not Undefined:
                 return found
