@@ -40,6 +40,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -366,6 +367,25 @@ class Bench:
         print(f"\n=== cProfile {page}: {args.profile} pages, top {args.top} by {args.sort}")
         print(text_out.getvalue())
 
+    async def garbage(self, page: str) -> None:
+        """What requests of ``page`` leave to the cyclic garbage collector: objects that
+        reference counting could not free, per request, and their most common types."""
+        requests = self.args.garbage
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # unreachable objects go to gc.garbage, to be counted
+        try:
+            await self.post(page, requests)
+            gc.collect()
+            kinds = Counter(type(o).__qualname__ for o in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        total = sum(kinds.values())
+        common = ", ".join(f"{name} {count / requests:.1f}" for name, count in kinds.most_common(8))
+        print(f"{page:14s} cyclic garbage {total / requests:7.1f} objects/request ({common})")
+
     async def close(self) -> None:
         await self.app_engine.dispose()
         await self.owner.dispose()
@@ -395,6 +415,9 @@ def run(args: argparse.Namespace) -> None:
             if args.profile:
                 for page in selected:
                     runner.run(bench.profile(page))
+            if args.garbage:
+                for page in selected:
+                    runner.run(bench.garbage(page))
         finally:
             runner.run(bench.close())
 
@@ -415,6 +438,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--profile", type=int, default=0, help="pages to profile (0: none)")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--garbage",
+        type=int,
+        default=0,
+        help="requests per page for a census of their cyclic garbage (0: none)",
+    )
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument(
         "--restrict", nargs="*", default=[], help="regexes on the profile's function names"

@@ -19,6 +19,7 @@ that each one can be measured in isolation before it is made in omni_store/:
 - ``--caches``: Strawberry's ParserCache and ValidationCache extensions (build_schema), with
   the depth and alias limiters' rule classes built once (else the validation cache misses).
 - ``--no-access-log``: uvicorn without its per-request access log line.
+- ``--gc-threshold N``: the garbage collector's first threshold (Python's default: 700).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def app_factory() -> Any:
     from omni_store.persistence.database import Database, create_engine
 
     levers = _levers()
+    if levers.get("gc_threshold"):
+        import gc
+
+        gc.set_threshold(levers["gc_threshold"], *gc.get_threshold()[1:])
     settings = Settings.from_env()
     assert settings.database_url, "DATABASE_URL is required"
     assert settings.jwt_secret, "OMNI_STORE_JWT_SECRET is required"
@@ -131,6 +136,12 @@ def main() -> None:
     )
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="the garbage collector's first threshold (allocations between young "
+        "collections; Python's default is 700)",
+    )
+    parser.add_argument(
         "--shared-socket",
         action="store_true",
         help="with --workers N: uvicorn's own workers, sharing one socket (by default each "
@@ -139,7 +150,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.pool_size:
         os.environ["OMNI_STORE_POOL_SIZE"] = str(args.pool_size)
-    os.environ[LEVERS_ENV] = json.dumps({"caches": args.caches, "stable_rules": args.stable_rules})
+    os.environ[LEVERS_ENV] = json.dumps(
+        {
+            "caches": args.caches,
+            "stable_rules": args.stable_rules,
+            "gc_threshold": args.gc_threshold,
+        }
+    )
 
     import uvicorn
 
