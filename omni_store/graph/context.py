@@ -51,14 +51,18 @@ class Context:
             return self._uow
 
     async def close(self) -> None:
-        """End the read transaction, once no loader is in the middle of a statement on it."""
-        async with self._lock:
-            uow, self._uow = self._uow, None
-            if uow is None:
-                await self._stack.aclose()
-                return
-            async with uow.exclusive():
-                await self._stack.aclose()
+        """End the read transaction, once no loader is in the middle of a statement on it,
+        and let go of what the loaders loaded."""
+        try:
+            async with self._lock:
+                uow, self._uow = self._uow, None
+                if uow is None:
+                    await self._stack.aclose()
+                else:
+                    async with uow.exclusive():
+                        await self._stack.aclose()
+        finally:
+            self.loaders.clear()
 
 
 Info = StrawberryInfo[Context, None]

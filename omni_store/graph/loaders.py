@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Generic, TypeVar
 
 from aiodataloader import DataLoader
@@ -124,6 +124,14 @@ class Loaders:
         if written.contact is not None:
             self.contact_by_id.prime(written.contact.id, written.contact)
         self.attachments_by_message_id.prime(written.message.id, written.attachments)
+
+    def clear(self) -> None:
+        """Drop every loaded value, once the operation's result is built. The context that
+        holds the loaders is part of reference cycles (graphql-core's execution, Strawberry's
+        Info): without this, a page's records, ids and futures (90-160 objects a read page)
+        were left to the cyclic garbage collector instead of being freed at once."""
+        for each in fields(self):
+            getattr(self, each.name).clear_all()
 
     @classmethod
     def build(cls, open_uow: OpenUnitOfWork) -> Loaders:
