@@ -6,7 +6,7 @@ read itself. The relations (``Message.sender``, ...) are methods taking only ``s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property
@@ -399,6 +399,29 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         # id (the set is kept alive with its plan: the id is not reused during the execution).
         self._plans: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, list[_Planned]]] = {}
         self._subfields: dict[int, tuple[GraphQLObjectType, GroupedFieldSet | None]] = {}
+
+    def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
+        """graphql-core's, then the executor's memos of the operation's field sets are let
+        go. The executor and its resolve-info helpers refer to each other (bound methods), so
+        what it holds is freed only by the cyclic garbage collector: emptied, a read page
+        leaves it about 150 fewer objects (lists, tuples, ``FieldDetails``). A memo is only
+        ever a shortcut: anything executed later (an incremental payload) makes it anew."""
+        result = super().execute_operation(*args, **kwargs)
+        if self.is_awaitable(result):
+            return self._released_after(result)
+        self._release()
+        return result
+
+    async def _released_after(self, result: Awaitable[Any]) -> Any:
+        try:
+            return await result
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._plans.clear()
+        self._subfields.clear()
+        self._relevant_sub_fields.clear()
 
     def execute_fields(
         self,

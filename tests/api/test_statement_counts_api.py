@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from graphql.execution.collect_fields import CollectedFields, FieldDetails
 
 from omni_store.persistence.repositories import (
     Attachment,
@@ -254,14 +255,17 @@ async def test_persist_message_round_trips(
 
 
 RECORDS = (Attachment, ChannelAccount, Contact, Conversation, Message)
+# What graphql-core's executor collected of the operation's fields, memoized for the request.
+EXECUTION = (FieldDetails, CollectedFields)
 
 
 @pytest.mark.parametrize("page", ["timeline", "conversations"])
 async def test_a_pages_records_are_freed_with_the_request(gql: GraphQLClient, page: str) -> None:
-    """What the loaders loaded is let go when the operation ends. The context holding the
-    loaders is part of reference cycles (graphql-core's execution, Strawberry's Info), so
-    a page's records used to wait for the cyclic garbage collector, which under load spent
-    a tenth of the service's CPU, most of it walking them in full collections."""
+    """What the loaders loaded, and what the executor collected of the operation's fields,
+    is let go when the operation ends. The context holding the loaders and the executor are
+    parts of reference cycles (graphql-core's execution, Strawberry's Info), so a page's
+    records and field sets used to wait for the cyclic garbage collector, which under load
+    spent a tenth of the service's CPU, much of it walking them in full collections."""
     if page == "timeline":
         conversation = await group_chat(gql, 10)
         query, variables, field = TIMELINE_PAGE, {"id": conversation, "first": 10}, "conversation"
@@ -276,7 +280,7 @@ async def test_a_pages_records_are_freed_with_the_request(gql: GraphQLClient, pa
     try:
         bodies = [await gql(query, variables) for _ in range(3)]
         gc.collect()
-        left = Counter(type(o).__name__ for o in gc.garbage if isinstance(o, RECORDS))
+        left = Counter(type(o).__name__ for o in gc.garbage if isinstance(o, RECORDS + EXECUTION))
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
