@@ -7,7 +7,6 @@ sees.
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.api.operations import (
     persisted,
     register_account,
 )
+from tests.garbage import cyclic_garbage
 
 TIMELINE_PAGE = """
 query($id: ID!, $first: Int) {
@@ -274,17 +274,11 @@ async def test_a_pages_records_are_freed_with_the_request(gql: GraphQLClient, pa
         query, variables, field = CONVERSATION_PAGE, {"first": 5}, "conversations"
     assert data_of(await gql(query, variables), field) is not None  # warmed up
 
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds stays in gc.garbage
-    try:
+    def counted(o: object) -> str | None:
+        return type(o).__name__ if isinstance(o, RECORDS + EXECUTION) else None
+
+    with cyclic_garbage(counted) as left:
         bodies = [await gql(query, variables) for _ in range(3)]
-        gc.collect()
-        left = Counter(type(o).__name__ for o in gc.garbage if isinstance(o, RECORDS + EXECUTION))
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
 
     assert [data_of(b, field) for b in bodies] == [data_of(bodies[0], field)] * 3
     assert left == Counter()

@@ -40,7 +40,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from omni_store.persistence.tenancy import TenantId
 from tests import factories
 from tests.bench.common import recreate_database, with_database
 from tests.bench.run import BATCH, BATCH_SIZE, CONVERSATIONS, LIST_PAGE, PAGE, PERSIST, TIMELINE
+from tests.garbage import cyclic_garbage
 
 SECRET = "inprocess-bench-secret-0123456789abcdef"
 CONVERSATION_COUNT = 30
@@ -371,17 +371,8 @@ class Bench:
         """What requests of ``page`` leave to the cyclic garbage collector: objects that
         reference counting could not free, per request, and their most common types."""
         requests = self.args.garbage
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)  # unreachable objects go to gc.garbage, to be counted
-        try:
+        with cyclic_garbage(lambda o: type(o).__qualname__) as kinds:
             await self.post(page, requests)
-            gc.collect()
-            kinds = Counter(type(o).__qualname__ for o in gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
         total = sum(kinds.values())
         common = ", ".join(f"{name} {count / requests:.1f}" for name, count in kinds.most_common(8))
         print(f"{page:14s} cyclic garbage {total / requests:7.1f} objects/request ({common})")
