@@ -162,6 +162,51 @@ async def test_a_conversation_list_page_costs_a_constant_number_of_statements(
     assert sql_statements.count == CONVERSATION_LIST_STATEMENTS, sql_statements.statements
 
 
+# What a client selects of each conversation, and the statements its page costs: the page,
+# then one batch for each relation selected; the last messages' senders, without the
+# conversations' contacts, cost one batch of contacts more.
+LIST_SHAPES = [
+    ("id", 1),
+    ("id contact { displayName }", 2),
+    ("id channelAccount { channel }", 2),
+    ("id lastMessage { content { text } }", 2),
+    ("id lastMessage { sender { type displayName } }", 3),
+]
+
+
+@pytest.mark.parametrize(("selection", "statements"), LIST_SHAPES)
+async def test_a_conversation_list_page_reads_the_relations_it_selects(
+    gql: GraphQLClient, sql_statements: StatementCounter, selection: str, statements: int
+) -> None:
+    await inbox(gql, 6)
+    full = data_of(await gql(CONVERSATION_PAGE, {"first": 6}), "conversations")["edges"]
+
+    sql_statements.reset()
+    body = await gql(f"{{ conversations(first: 6) {{ edges {{ node {{ {selection} }} }} }} }}")
+
+    nodes = [e["node"] for e in data_of(body, "conversations")["edges"]]
+    assert [n["id"] for n in nodes] == [e["node"]["id"] for e in full]
+    if "contact" in selection:
+        assert [n["contact"]["displayName"] for n in nodes] == ["Somchai"] * 6
+    if "channelAccount" in selection:
+        assert [n["channelAccount"]["channel"] for n in nodes] == [
+            ("LINE", "FACEBOOK", "SHOPEE")[index % 3] for index in range(5, -1, -1)
+        ]
+    if "text" in selection:
+        assert [n["lastMessage"]["content"]["text"] for n in nodes] == [
+            "Thanks, your order ships today." if index % 2 else "สวัสดีครับ hello"
+            for index in range(5, -1, -1)
+        ]
+    if "sender" in selection:
+        assert [n["lastMessage"]["sender"] for n in nodes] == [
+            {"type": "AGENT", "displayName": "Agent Nok"}
+            if index % 2
+            else {"type": "CONTACT", "displayName": "Somchai"}
+            for index in range(5, -1, -1)
+        ]
+    assert sql_statements.count == statements, sql_statements.statements
+
+
 NODES = """
 query($ids: [ID!]!) {
   nodes(ids: $ids) {
