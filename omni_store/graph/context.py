@@ -47,7 +47,9 @@ class Context:
         """The request's read transaction, opened on first use and closed by close()."""
         async with self._lock:
             if self._uow is None:
-                self._uow = await self._stack.enter_async_context(self.db.transaction(self.tenant))
+                self._uow = await self._stack.enter_async_context(
+                    self.db.transaction(self.tenant, generic_plans=True)
+                )
             return self._uow
 
     async def close(self) -> None:

@@ -45,14 +45,16 @@ from omni_store.persistence.repositories import (
 from omni_store.persistence.tenancy import TenantId
 
 
-def begin_with_tenant(tenant: TenantId) -> str:
-    """The simple query that begins a unit of work of ``tenant``.
+def begin_with_tenant(tenant: TenantId, *, generic_plans: bool = False) -> str:
+    """The simple query that begins a unit of work of ``tenant``; with ``generic_plans``, its
+    prepared statements run their generic plan (see :meth:`Database.transaction`).
 
     The tenant is a :class:`uuid.UUID`, whose text form is hex digits and dashes only: it is
     written into the query as a literal, quoted, and nothing else is."""
     if not isinstance(tenant, uuid.UUID):
         raise TypeError(f"a tenant is a UUID, not {type(tenant).__name__}")
-    return f"BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true);"
+    plans = " SET LOCAL plan_cache_mode = force_generic_plan;" if generic_plans else ""
+    return f"BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true);{plans}"
 
 
 def async_url(url: str) -> str:
@@ -210,10 +212,16 @@ class UnitOfWork:
     statement at a time."""
 
     def __init__(
-        self, connection: Any, tenant: TenantId, begin: str, listeners: Sequence[Listener]
+        self,
+        connection: Any,
+        tenant: TenantId,
+        listeners: Sequence[Listener],
+        *,
+        generic_plans: bool = False,
     ) -> None:
         self.tenant = tenant
-        self._begin = begin
+        self.generic_plans = generic_plans
+        self._begin = begin_with_tenant(tenant, generic_plans=generic_plans)
         self._connection = connection
         self._listeners = listeners
         self._lock = asyncio.Lock()
@@ -307,12 +315,23 @@ class Database:
         self.engine = engine
 
     @asynccontextmanager
-    async def transaction(self, tenant: TenantId) -> AsyncIterator[UnitOfWork]:
-        """A unit of work for ``tenant``: commits when the block ends, rolls back on error."""
-        begin = begin_with_tenant(tenant)  # before a connection is taken: it may refuse
+    async def transaction(
+        self, tenant: TenantId, *, generic_plans: bool = False
+    ) -> AsyncIterator[UnitOfWork]:
+        """A unit of work for ``tenant``: commits when the block ends, rolls back on error.
+
+        ``generic_plans``: its statements run the generic plan PostgreSQL made when each was
+        prepared, instead of planning them again for their values. The read pages' statements
+        (``LIMIT $n``) were planned anew at every execution: PostgreSQL estimates a generic
+        ``LIMIT`` at a tenth of the rows and so never found the generic plan as cheap. The
+        reads are built for one index each whatever their values (tenant first, then the
+        keyset), and the plan tests check their generic plans."""
+        begin_with_tenant(tenant)  # before a connection is taken: it refuses a non-UUID
         pooled = await self.engine.raw_connection()
         driver: Any = pooled.driver_connection
-        uow = UnitOfWork(driver, tenant, begin, _LISTENERS.get(self.engine, ()))
+        uow = UnitOfWork(
+            driver, tenant, _LISTENERS.get(self.engine, ()), generic_plans=generic_plans
+        )
         try:
             yield uow
             await uow.end("COMMIT")

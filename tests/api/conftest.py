@@ -82,9 +82,12 @@ def other_gql(http: httpx.AsyncClient, other_tenant: uuid.UUID) -> GraphQLClient
 class StatementCounter:
     def __init__(self) -> None:
         self.statements: list[str] = []
+        # Whether each statement's unit of work ran generic plans (Database.transaction).
+        self.generic_plans: list[bool] = []
 
     def reset(self) -> None:
         self.statements.clear()
+        self.generic_plans.clear()
 
     @property
     def count(self) -> int:
@@ -99,6 +102,7 @@ def sql_statements(app_engine: AsyncEngine) -> Iterator[StatementCounter]:
 
     def record(uow: Any, statement: str, *args: Any) -> None:
         counter.statements.append(statement)
+        counter.generic_plans.append(uow.generic_plans)
 
     stop = listen(app_engine, record)
     try:

@@ -160,6 +160,8 @@ async def test_a_conversation_list_page_costs_a_constant_number_of_statements(
     assert len({e["node"]["contact"]["id"] for e in edges}) == size
     assert len({e["node"]["channelAccount"]["id"] for e in edges}) == 3
     assert sql_statements.count == CONVERSATION_LIST_STATEMENTS, sql_statements.statements
+    # Read in a transaction that runs generic plans (Database.transaction, generic_plans).
+    assert sql_statements.generic_plans == [True] * CONVERSATION_LIST_STATEMENTS
 
 
 # What a client selects of each conversation, and the statements its page costs: the page,
@@ -297,6 +299,9 @@ async def test_persist_message_round_trips(
     payload: dict[str, Any] = data_of(body, "persistMessage")
     assert (payload["userErrors"], payload["deduplicated"]) == ([], kind.startswith("replay"))
     assert sql_statements.count == expected, sql_statements.statements
+    # The write's transaction plans as PostgreSQL chooses; a reply's contact is read back in
+    # the request's read transaction, which runs generic plans.
+    assert sql_statements.generic_plans == [False] + [kind == "reply"] * (expected - 1)
 
 
 RECORDS = (Attachment, ChannelAccount, Contact, Conversation, Message)

@@ -117,7 +117,8 @@ async def explain_calls(
     contains: str,
 ) -> list[Explained]:
     """Run ``call`` in a unit of work, capturing its statements; EXPLAIN those whose SQL
-    contains ``contains``, with the very parameters they were run with."""
+    contains ``contains``, with the very parameters they were run with. As the service's
+    reads run them: prepared, and their generic plan (``Database.transaction``)."""
     captured: list[tuple[str, Any]] = []
 
     def record(uow: Any, statement: str, params: Any, rows: Any) -> None:
@@ -125,7 +126,7 @@ async def explain_calls(
 
     stop = listen(engine, record)
     try:
-        async with Database(engine).transaction(tenant) as uow:
+        async with Database(engine).transaction(tenant, generic_plans=True) as uow:
             await call(uow)
     finally:
         stop()
@@ -135,12 +136,18 @@ async def explain_calls(
         await conn.execute(
             text("SELECT set_config('app.tenant_id', :tenant, true)"), {"tenant": str(tenant)}
         )
+        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         for statement, params in captured:
             if contains not in statement:
                 continue
+            # A generic plan does not depend on the values: EXECUTE takes no parameters of
+            # its own, so NULLs stand for them (EXPLAIN (GENERIC_PLAN) is PostgreSQL 16+).
+            await conn.exec_driver_sql(f"PREPARE omni_explained AS {statement}")
+            nulls = ", ".join(["NULL"] * len(params or ()))
             result = await conn.exec_driver_sql(
-                "EXPLAIN (FORMAT JSON) " + statement, tuple(params or ())
+                f"EXPLAIN (FORMAT JSON) EXECUTE omni_explained({nulls})"
             )
+            await conn.exec_driver_sql("DEALLOCATE omni_explained")
             raw = result.scalar_one()
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
             out.append(Explained(contains, statement, plan))

@@ -12,6 +12,7 @@ from sqlalchemy import Numeric, bindparam, column, literal_column, select, text
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from omni_store.persistence.cursors import PageRequest
 from omni_store.persistence.database import Database, Rows
 from omni_store.persistence.errors import ConnectionLost
 from omni_store.persistence.tenancy import TenantId
@@ -250,3 +251,31 @@ async def test_a_unit_of_work_of_a_tenant_sees_only_that_tenant(
 
     assert ids == [mine.id]
     assert uuid.UUID(setting) == tenant
+
+
+PREPARED_PLANS = text(
+    "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) "
+    "FROM pg_prepared_statements WHERE statement LIKE 'SELECT conversations.%'"
+)
+
+
+@pytest.mark.parametrize("generic_plans", [True, False])
+async def test_a_unit_of_work_with_generic_plans_never_plans_a_page_for_its_values(
+    single: AsyncEngine, tenant: TenantId, generic_plans: bool
+) -> None:
+    """PostgreSQL plans a page statement (``LIMIT $n``) for its values at every execution by
+    itself; a read transaction runs the generic plan made once instead."""
+    db = Database(single)
+    await channel_account(db, tenant)
+    async with db.transaction(tenant, generic_plans=generic_plans) as uow:
+        for _ in range(8):
+            page = await uow.conversations.list(PageRequest(first=25))
+            assert page.items == []
+        generic, custom = (await uow.execute(PREPARED_PLANS)).one()
+
+    if generic_plans:
+        assert (generic, custom) == (8, 0)
+    else:
+        # PostgreSQL's own choice: custom plans for the first five executions at least.
+        assert generic + custom == 8
+        assert custom >= 5
