@@ -19,6 +19,7 @@ from omni_store.persistence.repositories import (
     ChannelAccount,
     Contact,
     Conversation,
+    ListedConversations,
     Message,
 )
 from omni_store.persistence.service import Written
@@ -124,6 +125,14 @@ class Loaders:
         if written.contact is not None:
             self.contact_by_id.prime(written.contact.id, written.contact)
         self.attachments_by_message_id.prime(written.message.id, written.attachments)
+
+    def prime_listed(self, listed: ListedConversations) -> None:
+        """The rows a page of conversations was read with, so that its conversations'
+        relations resolve without a statement of their own."""
+        for contact_id, contact in listed.contacts.items():
+            self.contact_by_id.prime(contact_id, contact)
+        for conversation_id, message in listed.last_messages.items():
+            self.last_message_by_conversation_id.prime(conversation_id, message)
 
     def clear(self) -> None:
         """Drop every loaded value, once the operation's result is built. The context that

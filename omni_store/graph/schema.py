@@ -41,13 +41,13 @@ from omni_store.graph.types import (
     UserError,
     Viewer,
     optional,
-    prefetch_conversations,
+    prefetch_messages,
     selected,
 )
 from omni_store.persistence import contract, service
 from omni_store.persistence.cursors import PageRequest
 from omni_store.persistence.errors import FieldError, IdempotencyConflict, UserInputError
-from omni_store.persistence.repositories import timeline_cursor
+from omni_store.persistence.repositories import Relations, timeline_cursor
 
 MAX_NODES = 100
 MAX_DEPTH = 12
@@ -160,23 +160,29 @@ class Query:
         account_id = ids.decode(("channelAccountId",), channel_account_id, "ChannelAccount")
         if ids.errors and ids.errors[0].code.value == "INVALID":
             raise PublicError("BAD_USER_INPUT", "Not a valid ID.", field=["channelAccountId"])
+        wanted = selected(info, "edges", "node")
         uow = await info.context.read_uow()
         try:
-            page = await uow.conversations.list(
+            listed = await uow.conversations.list_with(
                 _page(first, after, last, before),
+                Relations(contact="contact" in wanted, last_message="lastMessage" in wanted),
                 channel=channel,
                 # An id of another type selects nothing, like another tenant's account.
                 channel_account_id=account_id if not ids.errors else 0,
             )
         except UserInputError as error:
             raise from_user_input(error) from None
-        await prefetch_conversations(
-            info,
-            page.items,
-            selected(info, "edges", "node"),
-            selected(info, "edges", "node", "lastMessage"),
-        )
-        return ConversationConnection.of(page)
+        loaders = info.context.loaders
+        loaders.prime_listed(listed)
+        if "channelAccount" in wanted:
+            await loaders.channel_account_by_id.load_all(
+                sorted({c.channel_account_id for c in listed.page.items})
+            )
+        last_message = selected(info, "edges", "node", "lastMessage")
+        if last_message:
+            latest = [m for m in listed.last_messages.values() if m is not None]
+            await prefetch_messages(info, latest, last_message)
+        return ConversationConnection.of(listed.page)
 
     @strawberry.field(description="One conversation by global ID; null if it does not exist.")
     async def conversation(self, info: Info, id: ConversationId) -> Conversation | None:

@@ -605,20 +605,3 @@ async def prefetch_messages(info: Info, rows: Sequence[records.Message], wanted:
         await loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
     if "conversation" in wanted:
         await loaders.conversation_by_id.load_all(sorted({r.conversation_id for r in rows}))
-
-
-async def prefetch_conversations(
-    info: Info, rows: Sequence[records.Conversation], wanted: set[str], last_message: set[str]
-) -> None:
-    """The same for a page of conversations, and for their last messages' relations."""
-    loaders = info.context.loaders
-    if "contact" in wanted:
-        await loaders.contact_by_id.load_all(
-            sorted({r.contact_id for r in rows if r.contact_id is not None})
-        )
-    if "channelAccount" in wanted:
-        await loaders.channel_account_by_id.load_all(sorted({r.channel_account_id for r in rows}))
-    if "lastMessage" in wanted:
-        latest = await loaders.last_message_by_conversation_id.load_all([r.id for r in rows])
-        if last_message:
-            await prefetch_messages(info, [m for m in latest if m is not None], last_message)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     Table,
     TextualSelect,
+    and_,
     bindparam,
     column,
     func,
@@ -154,6 +155,25 @@ class Attachment:
     external_id: str | None
     metadata: dict[str, Any] | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Relations:
+    """Which rows related to each conversation of a page to read with the page."""
+
+    contact: bool = False
+    last_message: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ListedConversations:
+    """A page of conversations and the related rows asked for (:class:`Relations`): the
+    contacts by id, the last messages by conversation id (None for a conversation without
+    one). A relation not asked for is empty."""
+
+    page: Page[Conversation]
+    contacts: dict[int, Contact]
+    last_messages: dict[int, Message | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,6 +709,59 @@ def _latest_messages() -> Any:
 _LATEST_MESSAGES = _latest_messages()
 
 
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    """A row related to each row of a page, read with the page by an outer join: its record,
+    where it comes from and how it is joined, and its columns (labelled ``<label>__<field>``,
+    so that no name of the page's own columns is taken)."""
+
+    record: type
+    source: Any
+    on: ColumnElement[bool]
+    label: str
+
+    def columns(self) -> list[Any]:
+        return [self.source.c[f.name].label(f"{self.label}__{f.name}") for f in fields(self.record)]
+
+
+# A conversation's related rows, joined to a page of conversations: the same tenant's (another
+# tenant's rows never join; row-level security would hide them anyway).
+_CONTACT_OF_CONVERSATION = _Joined(
+    Contact,
+    contacts,
+    and_(
+        contacts.c.tenant_id == conversations.c.tenant_id,
+        contacts.c.id == conversations.c.contact_id,
+    ),
+    "contact",
+)
+_LAST_MESSAGE_OF_CONVERSATION = _Joined(
+    Message,
+    select(*_MESSAGE_COLUMNS)
+    .where(
+        messages.c.tenant_id == conversations.c.tenant_id,
+        messages.c.conversation_id == conversations.c.id,
+    )
+    .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
+    .limit(1)
+    .lateral("last_message"),
+    true(),
+    "last_message",
+)
+
+
+@cache
+def _joined_relations(relations: Relations) -> tuple[_Joined, ...]:
+    return tuple(
+        each
+        for wanted, each in (
+            (relations.contact, _CONTACT_OF_CONVERSATION),
+            (relations.last_message, _LAST_MESSAGE_OF_CONVERSATION),
+        )
+        if wanted
+    )
+
+
 # Statements are built once, with bind parameters, and executed with their values: building
 # a Core statement costs more CPU than PostgreSQL spends running most of them (about 0.3 ms
 # for an upsert), and every request runs several.
@@ -759,21 +832,21 @@ def _page_statements(
     after: bool,
     before: bool,
     forward: bool,
+    joined: tuple[_Joined, ...] = (),
 ) -> tuple[Select[Any], Select[Any] | None]:
     """The page statement of one shape of request, and the statement that asks, for an empty
-    page, whether anything lies behind its cursor (None without that cursor)."""
+    page, whether anything lies behind its cursor (None without that cursor). The columns of
+    the ``joined`` rows follow the page's own, in order."""
     where = [column == bindparam(f"scope_{i}") for i, column in enumerate(scope)]
     bounds = list(where)
     if after:
         bounds.append(ks.later_than("after"))
     if before:
         bounds.append(ks.earlier_than("before"))
-    page = (
-        select(*_columns(ks.table, record))
-        .where(*bounds)
-        .order_by(*ks.order(forward))
-        .limit(bindparam("limit", type_=Integer))
-    )
+    page = select(*_columns(ks.table, record))
+    for each in joined:
+        page = page.outerjoin(each.source, each.on).add_columns(*each.columns())
+    page = page.where(*bounds).order_by(*ks.order(forward)).limit(bindparam("limit", type_=Integer))
     # The cursor on the side we came from: is anything there (its own row included)? Asked
     # once per statement (an InitPlan) as a column of the page itself; only an empty page
     # needs a statement of its own to ask it.
@@ -806,10 +879,12 @@ async def _keyset_page(
     scope: Scope,
     request: PageRequest,
     scope_id: int | None,
-) -> Page[R]:
+    joined: tuple[_Joined, ...] = (),
+) -> tuple[Page[R], list[Any]]:
     """One statement per page, whatever its size: the page and, when a cursor is given, whether
     anything lies beyond the cursor on the other side (Relay's exact hasPrevious/hasNextPage).
-    A page that comes back empty after a cursor costs a second, one-row statement."""
+    A page that comes back empty after a cursor costs a second, one-row statement. Also the
+    page's rows in its order, for the ``joined`` rows they carry."""
     request.check()
     after = (
         decode_cursor(request.after, kind=ks.kind, scope=scope_id, field="after")
@@ -831,6 +906,7 @@ async def _keyset_page(
         after=after is not None,
         before=before is not None,
         forward=forward,
+        joined=joined,
     )
     params: dict[str, Any] = {f"scope_{i}": value for i, (_, value) in enumerate(scope)}
     params["limit"] = size + 1
@@ -858,7 +934,7 @@ async def _keyset_page(
         has_next, has_previous = beyond_cursor, overflow
     # Relay: with `first`, hasNextPage is decided by the page alone; `before` only speaks
     # when `last` is not set, and vice versa, which is what the flags above encode.
-    return Page(items, cursors, has_next_page=has_next, has_previous_page=has_previous)
+    return Page(items, cursors, has_next_page=has_next, has_previous_page=has_previous), rows
 
 
 # --- repositories ------------------------------------------------------------------------------
@@ -934,14 +1010,9 @@ class ChannelAccountRepository(_Repository):
         return {r["id"]: _record(ChannelAccount, r) for r in rows}
 
     async def list(self, request: PageRequest) -> Page[ChannelAccount]:
-        return await _keyset_page(
-            self._uow,
-            self._keyset,
-            ChannelAccount,
-            ((channel_accounts.c.tenant_id, self._tenant),),
-            request,
-            None,
-        )
+        scope = ((channel_accounts.c.tenant_id, self._tenant),)
+        page, _ = await _keyset_page(self._uow, self._keyset, ChannelAccount, scope, request, None)
+        return page
 
 
 class ContactRepository(_Repository):
@@ -1045,14 +1116,42 @@ class ConversationRepository(_Repository):
         channel_account_id: int | None = None,
     ) -> Page[Conversation]:
         """Newest activity first, (last_message_at, id) descending, keyset paginated."""
+        listed = await self.list_with(
+            request, Relations(), channel=channel, channel_account_id=channel_account_id
+        )
+        return listed.page
+
+    async def list_with(
+        self,
+        request: PageRequest,
+        relations: Relations,
+        *,
+        channel: Channel | None = None,
+        channel_account_id: int | None = None,
+    ) -> ListedConversations:
+        """:meth:`list`, with the ``relations`` of its conversations read by the same
+        statement instead of a batch each after it. Not the channel accounts: a tenant has a
+        handful, whose table PostgreSQL reads whole when joined (a Seq Scan, which the plan
+        tests refuse), and a batch of them by id costs little."""
         scope: list[tuple[Any, Any]] = [(conversations.c.tenant_id, self._tenant)]
         if channel is not None:
             scope.append((conversations.c.channel, channel.value))
         if channel_account_id is not None:
             scope.append((conversations.c.channel_account_id, channel_account_id))
-        return await _keyset_page(
-            self._uow, self._keyset, Conversation, tuple(scope), request, None
+        joined = _joined_relations(relations)
+        page, rows = await _keyset_page(
+            self._uow, self._keyset, Conversation, tuple(scope), request, None, joined
         )
+        listed = ListedConversations(page, {}, {})
+        records = [each.record for each in joined]
+        for conversation, row in zip(page.items, rows, strict=True):
+            found, _ = _cut(row, _width(Conversation), *records)
+            for each, record in zip(joined, found, strict=True):
+                if each is _LAST_MESSAGE_OF_CONVERSATION:
+                    listed.last_messages[conversation.id] = record
+                elif record is not None:
+                    listed.contacts[record.id] = record
+        return listed
 
 
 class MessageRepository(_Repository):
@@ -1201,7 +1300,10 @@ class MessageRepository(_Repository):
             (messages.c.tenant_id, self._tenant),
             (messages.c.conversation_id, conversation_id),
         )
-        return await _keyset_page(self._uow, self._keyset, Message, scope, request, conversation_id)
+        page, _ = await _keyset_page(
+            self._uow, self._keyset, Message, scope, request, conversation_id
+        )
+        return page
 
     async def latest_by_conversations(self, conversation_ids: Sequence[int]) -> dict[int, Message]:
         """The last message of each conversation, one index probe each, in one statement."""

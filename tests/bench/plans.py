@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from omni_store.persistence.cursors import PageRequest
 from omni_store.persistence.database import Database, UnitOfWork, listen
 from omni_store.persistence.enums import Channel
+from omni_store.persistence.repositories import Relations
 from omni_store.persistence.tenancy import TenantId
 
 # The intended indexes, by their columns (names are the schema's business; these are not).
@@ -36,6 +37,7 @@ ACCOUNT_INDEX = (
     ("tenant_id", "channel_account_id", "last_message_at", "id"),
 )
 FORBIDDEN = ("Seq Scan", "Sort", "Incremental Sort")
+ALL_RELATIONS = Relations(contact=True, last_message=True)
 
 _INDEX_BY_COLUMNS = text(
     """
@@ -86,10 +88,12 @@ class Explained:
     def indexes(self) -> set[str]:
         return {n["Index Name"] for n in self.nodes() if "Index Name" in n}
 
-    def problems(self, index: str) -> list[str]:
-        found = []
-        if index not in self.indexes:
-            found.append(f"does not use {index} (uses {sorted(self.indexes) or 'no index'})")
+    def problems(self, *indexes: str) -> list[str]:
+        found = [
+            f"does not use {index} (uses {sorted(self.indexes) or 'no index'})"
+            for index in indexes
+            if index not in self.indexes
+        ]
         bad = [t for t in self.node_types if t in FORBIDDEN]
         if bad:
             found.append(f"has {', '.join(sorted(set(bad)))}")
@@ -159,6 +163,10 @@ class Case:
     name: str
     index: str
     explained: list[Explained]
+    also: tuple[str, ...] = ()  # indexes its joins must use too
+
+    def problems(self, explained: Explained) -> list[str]:
+        return explained.problems(self.index, *self.also)
 
 
 async def plan_cases(
@@ -222,7 +230,11 @@ async def plan_cases(
         index = await index_named(engine, *columns)
 
         async def listing(uow: UnitOfWork, after: str | None = None, kw: Any = kw) -> Any:
-            return await uow.conversations.list(PageRequest(first=25, after=after), **kw)
+            # As the inbox reads it: with each conversation's contact and last message.
+            listed = await uow.conversations.list_with(
+                PageRequest(first=25, after=after), ALL_RELATIONS, **kw
+            )
+            return listed.page
 
         async with Database(engine).transaction(tenant) as uow:
             page = await listing(uow)
@@ -231,6 +243,7 @@ async def plan_cases(
                 f"{label}, first page",
                 index,
                 await explain_calls(engine, tenant, listing, contains="FROM conversations"),
+                also=(timeline_index,),  # the last messages
             )
         )
         if page.end_cursor:
@@ -245,6 +258,7 @@ async def plan_cases(
                         lambda uow, cursor=cursor, listing=listing: listing(uow, cursor),
                         contains="FROM conversations",
                     ),
+                    also=(timeline_index,),
                 )
             )
     return cases
@@ -254,7 +268,7 @@ def report(cases: list[Case]) -> tuple[str, bool]:
     lines, ok = [], True
     for case in cases:
         for explained in case.explained:
-            problems = explained.problems(case.index)
+            problems = case.problems(explained)
             ok = ok and not problems
             verdict = "ok" if not problems else "; ".join(problems)
             lines.append(f"{case.name}: {verdict}\n{explained.render()}\n")

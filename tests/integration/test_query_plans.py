@@ -154,7 +154,7 @@ CURSOR_PAGES = [
 def _check(case: Case) -> None:
     assert case.explained, f"{case.name}: no statement captured"
     for explained in case.explained:
-        problems = explained.problems(case.index)
+        problems = case.problems(explained)
         assert not problems, f"{case.name}: {'; '.join(problems)}\n{explained.render()}"
 
 

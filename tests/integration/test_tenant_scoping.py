@@ -26,6 +26,7 @@ from omni_store.persistence.repositories import (
     ConversationRow,
     MessageRow,
     PlacedRow,
+    Relations,
     Thread,
 )
 from omni_store.persistence.service import (
@@ -161,6 +162,38 @@ async def _conversation_list_by_channel(uow: UnitOfWork, a: World, b: World) -> 
     return [x.id for x in page.items], [b.conversation_ids[0]]
 
 
+async def _conversation_list_with_relations(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
+    listed = await uow.conversations.list_with(
+        PageRequest(first=100), Relations(contact=True, last_message=True)
+    )
+    got = (
+        [x.id for x in listed.page.items],
+        {(c.id, c.tenant_id) for c in listed.contacts.values()},
+        {k: (m.id, m.tenant_id) for k, m in listed.last_messages.items() if m is not None},
+    )
+    contacts = {(x.contact_id, b.tenant) for x in listed.page.items}
+    assert (b.contact_id, b.tenant) in contacts
+    return got, (
+        [b.conversation_ids[1], b.conversation_ids[0]],
+        contacts,
+        {
+            b.conversation_ids[1]: (b.message_ids[2], b.tenant),
+            b.conversation_ids[0]: (b.message_ids[1], b.tenant),
+        },
+    )
+
+
+async def _conversation_list_with_relations_by_account(
+    uow: UnitOfWork, a: World, b: World
+) -> tuple[Any, Any]:
+    listed = await uow.conversations.list_with(
+        PageRequest(first=100),
+        Relations(contact=True, last_message=True),
+        channel_account_id=a.account_ids[0],
+    )
+    return (listed.page.items, listed.contacts, listed.last_messages), ([], {}, {})
+
+
 async def _message_get(uow: UnitOfWork, a: World, b: World) -> tuple[Any, Any]:
     return await uow.messages.get(a.message_ids[0]), None
 
@@ -278,6 +311,8 @@ READS: list[ReadCase] = [
     _conversation_list,
     _conversation_list_by_account,
     _conversation_list_by_channel,
+    _conversation_list_with_relations,
+    _conversation_list_with_relations_by_account,
     _message_get,
     _message_get_many,
     _message_timeline,

@@ -18,8 +18,8 @@ from omni_store.persistence.cursors import Page, PageRequest
 from omni_store.persistence.database import Database
 from omni_store.persistence.enums import Channel, ErrorCode
 from omni_store.persistence.errors import ValidationFailed
-from omni_store.persistence.repositories import Conversation, Message
-from omni_store.persistence.service import persist_message
+from omni_store.persistence.repositories import Conversation, Message, Relations
+from omni_store.persistence.service import persist_message, upsert_conversation
 from omni_store.persistence.tenancy import TenantId
 from tests.factories import at, channel_account, inbound, outbound
 
@@ -615,6 +615,70 @@ async def test_conversation_list_paging_with_a_filter_stays_in_the_filter(
 
     # Then exactly the LINE conversations come back, newest first
     assert seen == list(reversed(line_ids))
+
+
+@pytest.mark.parametrize(
+    "relations",
+    [Relations(), Relations(contact=True), Relations(last_message=True), Relations(True, True)],
+    ids=repr,
+)
+async def test_a_conversation_list_read_with_its_relations_matches_the_list_and_batches(
+    db: Database, tenant: TenantId, relations: Relations
+) -> None:
+    # Given seven conversations of five contacts (two share their last activity), and one
+    # opened without a contact or a message
+    account = await channel_account(db, tenant)
+    for i, minute in enumerate([1, 2, 3, 3, 5, 6, 7]):
+        user = f"U-{i % 5}"
+        await persist_message(
+            db,
+            tenant,
+            inbound(
+                account_id=account.id,
+                external_message_id=f"x{i}",
+                when=at(minute),
+                thread=f"thread-{i}",
+                external_user_id=user,
+            ),
+        )
+    bare, _ = await upsert_conversation(
+        db,
+        tenant,
+        channel_account_id=account.id,
+        external_thread_id="no-contact",
+        contact=None,
+        channel_timestamp=at(4),
+    )
+
+    # When the list is walked forward and backward in pages of 3, read with the relations,
+    # and the same pages are read plainly with a batch per relation
+    requests = [PageRequest(first=3), PageRequest(last=3)]
+    pages = 0
+    while requests:
+        request = requests.pop()
+        async with db.transaction(tenant) as uow:
+            listed = await uow.conversations.list_with(request, relations)
+            plain = await uow.conversations.list(request)
+            ids = [c.id for c in plain.items]
+            contacts = await uow.contacts.get_many(
+                sorted({c.contact_id for c in plain.items if c.contact_id is not None})
+            )
+            latest = await uow.messages.latest_by_conversations(ids)
+
+        # Then each page, its cursors and flags are the list's, and the relations the batches'
+        assert listed.page == plain
+        assert listed.contacts == (contacts if relations.contact else {})
+        expected_latest = {i: latest.get(i) for i in ids} if relations.last_message else {}
+        assert listed.last_messages == expected_latest
+        if relations.last_message and bare.id in ids:
+            assert listed.last_messages[bare.id] is None
+        pages += 1
+        if request.first is not None and plain.has_next_page:
+            requests.append(PageRequest(first=3, after=plain.end_cursor))
+        if request.last is not None and plain.has_previous_page:
+            requests.append(PageRequest(last=3, before=plain.start_cursor))
+    assert pages == 6
+    assert bare.contact_id is None
 
 
 async def test_a_timeline_cursor_is_rejected_by_the_conversation_list(
