@@ -713,6 +713,8 @@ class Recorded:
     keys: list[str] = field(default_factory=list)  # of new messages: fresh on each replay
     # The caller's tenant: as in the service, it goes out with each transaction's BEGIN.
     tenant: TenantId | None = None
+    # Whether each transaction ran generic plans (the service's reads do): its BEGIN says so.
+    generic_plans: list[bool] = field(default_factory=list)
 
     @property
     def statements(self) -> int:
@@ -723,6 +725,7 @@ class Capture:
     def __init__(self, engine: Any) -> None:
         self.active = False
         self.current: list[list[tuple[str, list[Any], Any]]] = []
+        self.generic_plans: list[bool] = []
         self.unit_of_work: object | None = None
 
         def after(uow: object, statement: str, params: Any, rows: Any) -> None:
@@ -731,6 +734,7 @@ class Capture:
             if uow is not self.unit_of_work or not self.current:
                 self.unit_of_work = uow
                 self.current.append([])
+                self.generic_plans.append(uow.generic_plans)  # type: ignore[attr-defined]
             first = rows[0][0] if rows else None
             self.current[-1].append((statement, list(params or ()), first))
 
@@ -738,12 +742,15 @@ class Capture:
 
     def start(self) -> None:
         self.current = []
+        self.generic_plans = []
         self.unit_of_work = None
         self.active = True
 
-    def stop(self) -> list[list[tuple[str, list[Any], Any]]]:
+    def stop(self) -> tuple[list[list[tuple[str, list[Any], Any]]], list[bool]]:
+        """The transactions captured (each one's statements), and whether each ran generic
+        plans."""
         self.active = False
-        return [t for t in self.current if t]
+        return self.current, self.generic_plans
 
 
 Sessions = dict[str, list[list[Recorded]]]
@@ -789,7 +796,10 @@ async def measurement_pass(
                     for m in given.get("messages", [given])
                 ]
                 tenant = authenticate(f"Bearer {token}", secret).tenant if token else None
-                current.append(Recorded("", capture.stop(), [k for k in keys if k], tenant))
+                transactions, generic_plans = capture.stop()
+                current.append(
+                    Recorded("", transactions, [k for k in keys if k], tenant, generic_plans)
+                )
                 return response.status_code, response.content
 
             async def run(kind: str, times: int) -> list[list[Recorded]]:
@@ -898,12 +908,13 @@ class RawActions:
                 mapping[key] = f"raw-{self.run_id}-{next(self.counter)}"
         began = time.perf_counter()
         try:
-            for transaction in request.transactions:
+            for transaction, generic in zip(
+                request.transactions, request.generic_plans, strict=True
+            ):
                 assert request.tenant is not None, "a transaction is always a tenant's"
+                begin = begin_with_tenant(request.tenant, generic_plans=generic)
                 async with self.pool.acquire() as conn:
-                    await self._transaction(
-                        conn, begin_with_tenant(request.tenant), transaction, mapping, fresh
-                    )
+                    await self._transaction(conn, begin, transaction, mapping, fresh)
         except asyncpg.PostgresError as error:
             stats.add(kind, began, False, repr(error))
             return
