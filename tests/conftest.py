@@ -67,9 +67,9 @@ async def app_engine(engine: AsyncEngine, database_url: str) -> AsyncIterator[As
 
 
 @pytest.fixture
-async def single(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def single(engine: AsyncEngine, database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine of the service's role with one pooled connection: what one unit of work
-    leaves on it, the next one gets."""
+    leaves on it, the next one gets. (After ``engine``: the schema and the role exist.)"""
     single = create_engine(app_url(database_url), pool_size=1)
     yield single
     await single.dispose()

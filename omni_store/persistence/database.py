@@ -47,13 +47,19 @@ from omni_store.persistence.tenancy import TenantId
 
 def begin_with_tenant(tenant: TenantId, *, generic_plans: bool = False) -> str:
     """The simple query that begins a unit of work of ``tenant``; with ``generic_plans``, its
-    prepared statements run their generic plan (see :meth:`Database.transaction`).
+    prepared statements run their generic plan, never a parallel one (see
+    :meth:`Database.transaction`).
 
     The tenant is a :class:`uuid.UUID`, whose text form is hex digits and dashes only: it is
     written into the query as a literal, quoted, and nothing else is."""
     if not isinstance(tenant, uuid.UUID):
         raise TypeError(f"a tenant is a UUID, not {type(tenant).__name__}")
-    plans = " SET LOCAL plan_cache_mode = force_generic_plan;" if generic_plans else ""
+    plans = (
+        " SET LOCAL plan_cache_mode = force_generic_plan;"
+        " SET LOCAL max_parallel_workers_per_gather = 0;"
+        if generic_plans
+        else ""
+    )
     return f"BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true);{plans}"
 
 
@@ -325,7 +331,10 @@ class Database:
         (``LIMIT $n``) were planned anew at every execution: PostgreSQL estimates a generic
         ``LIMIT`` at a tenth of the rows and so never found the generic plan as cheap. The
         reads are built for one index each whatever their values (tenant first, then the
-        keyset), and the plan tests check their generic plans."""
+        keyset), and the plan tests check their generic plans. For the same estimate the
+        generic plan of a first page of a large tenant's conversations was a parallel one
+        (Gather Merge: workers started for every page of 25 rows, at 10M messages): parallel
+        plans are off in these transactions."""
         begin_with_tenant(tenant)  # before a connection is taken: it refuses a non-UUID
         pooled = await self.engine.raw_connection()
         driver: Any = pooled.driver_connection

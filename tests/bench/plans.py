@@ -5,7 +5,7 @@
 The statements are captured from the repositories themselves (a listener of the units of work),
 then explained with the same bound parameters on the same connection: what is checked is what
 runs, as the role the service runs as (``omni_app``, row-level security on). Each plan must
-use the intended index and contain no Sort and no Seq Scan node.
+use the intended index and contain no Sort, Seq Scan or parallel (Gather) node.
 ``tests/integration/test_query_plans.py`` runs the same checks on a moderate data set it makes.
 """
 
@@ -36,7 +36,8 @@ ACCOUNT_INDEX = (
     "conversations",
     ("tenant_id", "channel_account_id", "last_message_at", "id"),
 )
-FORBIDDEN = ("Seq Scan", "Sort", "Incremental Sort")
+# A page of at most 101 rows never wants parallel workers: starting them costs more.
+FORBIDDEN = ("Seq Scan", "Sort", "Incremental Sort", "Gather", "Gather Merge")
 ALL_RELATIONS = Relations(contact=True, last_message=True)
 
 _INDEX_BY_COLUMNS = text(
@@ -135,23 +136,20 @@ async def explain_calls(
     finally:
         stop()
     out = []
-    # Explained as the caller runs it: same role, same tenant setting (row-level security).
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("SELECT set_config('app.tenant_id', :tenant, true)"), {"tenant": str(tenant)}
-        )
-        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    # Explained as the service runs it: same role and tenant (row-level security), in a
+    # transaction begun as its reads begin (generic plans, no parallel ones).
+    async with Database(engine).transaction(tenant, generic_plans=True) as uow:
         for statement, params in captured:
             if contains not in statement:
                 continue
             # A generic plan does not depend on the values: EXECUTE takes no parameters of
             # its own, so NULLs stand for them (EXPLAIN (GENERIC_PLAN) is PostgreSQL 16+).
-            await conn.exec_driver_sql(f"PREPARE omni_explained AS {statement}")
+            await uow.execute(text(f"PREPARE omni_explained AS {statement}"))
             nulls = ", ".join(["NULL"] * len(params or ()))
-            result = await conn.exec_driver_sql(
-                f"EXPLAIN (FORMAT JSON) EXECUTE omni_explained({nulls})"
+            result = await uow.execute(
+                text(f"EXPLAIN (FORMAT JSON) EXECUTE omni_explained({nulls})")
             )
-            await conn.exec_driver_sql("DEALLOCATE omni_explained")
+            await uow.execute(text("DEALLOCATE omni_explained"))
             raw = result.scalar_one()
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
             out.append(Explained(contains, statement, plan))

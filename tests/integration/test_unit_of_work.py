@@ -272,10 +272,18 @@ async def test_a_unit_of_work_with_generic_plans_never_plans_a_page_for_its_valu
             page = await uow.conversations.list(PageRequest(first=25))
             assert page.items == []
         generic, custom = (await uow.execute(PREPARED_PLANS)).one()
+        parallel = (await uow.execute(text("SHOW max_parallel_workers_per_gather"))).scalar_one()
+    async with db.transaction(tenant) as uow:
+        after = (await uow.execute(text("SHOW max_parallel_workers_per_gather"))).scalar_one()
 
+    # The setting lasts as long as the transaction (SET LOCAL): the next one has the server's
+    # (2 by default, as on the servers the tests run on).
+    assert after == "2"
     if generic_plans:
-        assert (generic, custom) == (8, 0)
+        # Never a parallel plan either: a page's generic plan once started workers.
+        assert (generic, custom, parallel) == (8, 0, "0")
     else:
+        assert parallel == after
         # PostgreSQL's own choice: custom plans for the first five executions at least.
         assert generic + custom == 8
         assert custom >= 5
