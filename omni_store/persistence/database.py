@@ -221,13 +221,14 @@ class UnitOfWork:
         self,
         connection: Any,
         tenant: TenantId,
+        begin: str,
         listeners: Sequence[Listener],
         *,
         generic_plans: bool = False,
     ) -> None:
         self.tenant = tenant
-        self.generic_plans = generic_plans
-        self._begin = begin_with_tenant(tenant, generic_plans=generic_plans)
+        self.generic_plans = generic_plans  # what ``begin`` sets: for tests and the bench
+        self._begin = begin
         self._connection = connection
         self._listeners = listeners
         self._lock = asyncio.Lock()
@@ -335,12 +336,12 @@ class Database:
         generic plan of a first page of a large tenant's conversations was a parallel one
         (Gather Merge: workers started for every page of 25 rows, at 10M messages): parallel
         plans are off in these transactions."""
-        begin_with_tenant(tenant)  # before a connection is taken: it refuses a non-UUID
+        # Before a connection is taken: it refuses a tenant that is not a UUID.
+        begin = begin_with_tenant(tenant, generic_plans=generic_plans)
         pooled = await self.engine.raw_connection()
         driver: Any = pooled.driver_connection
-        uow = UnitOfWork(
-            driver, tenant, _LISTENERS.get(self.engine, ()), generic_plans=generic_plans
-        )
+        listeners = _LISTENERS.get(self.engine, ())
+        uow = UnitOfWork(driver, tenant, begin, listeners, generic_plans=generic_plans)
         try:
             yield uow
             await uow.end("COMMIT")

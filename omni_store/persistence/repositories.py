@@ -693,16 +693,22 @@ _ATTACHMENTS_OF_MESSAGES = (
 )
 
 
+def _last_message_of(tenant: Any, conversation_id: Any, name: str) -> Any:
+    """A lateral subquery: the last message (by channel time, then id) of the conversation
+    ``conversation_id`` of ``tenant``, one probe of the timeline index."""
+    return (
+        select(*_MESSAGE_COLUMNS)
+        .where(messages.c.tenant_id == tenant, messages.c.conversation_id == conversation_id)
+        .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
+        .limit(1)
+        .lateral(name)
+    )
+
+
 def _latest_messages() -> Any:
     """The last message of each conversation of ``:ids``, one index probe each."""
     ids = func.unnest(bindparam("ids", type_=_IDS)).table_valued("id").render_derived("c")
-    latest = (
-        select(*_MESSAGE_COLUMNS)
-        .where(messages.c.tenant_id == bindparam("tenant"), messages.c.conversation_id == ids.c.id)
-        .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
-        .limit(1)
-        .lateral("m")
-    )
+    latest = _last_message_of(bindparam("tenant"), ids.c.id, "m")
     return select(*latest.c).select_from(ids.join(latest, true()))
 
 
@@ -737,14 +743,7 @@ _CONTACT_OF_CONVERSATION = _Joined(
 )
 _LAST_MESSAGE_OF_CONVERSATION = _Joined(
     Message,
-    select(*_MESSAGE_COLUMNS)
-    .where(
-        messages.c.tenant_id == conversations.c.tenant_id,
-        messages.c.conversation_id == conversations.c.id,
-    )
-    .order_by(messages.c.channel_timestamp.desc(), messages.c.id.desc())
-    .limit(1)
-    .lateral("last_message"),
+    _last_message_of(conversations.c.tenant_id, conversations.c.id, "last_message"),
     true(),
     "last_message",
 )
