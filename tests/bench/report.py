@@ -21,6 +21,7 @@ WORKLOAD_NAMES = {
     "persist_replay": "persistMessage, replay (deduplicated)",
     "persist_batch": "persistMessages, a batch of new messages (backfill)",
     "mixed": "mixed inbox",
+    "floor": "{ __typename }: the stack's floor, no SQL",
 }
 STATEMENT_KINDS = {
     "timeline": ["timeline"],
@@ -29,6 +30,7 @@ STATEMENT_KINDS = {
     "persist_new": ["persist_inbound", "persist_outbound"],
     "persist_replay": ["persist_replay"],
     "persist_batch": ["persist_batch"],
+    "floor": ["floor"],
 }
 
 

@@ -42,7 +42,10 @@ Workloads (a "session" follows ``endCursor`` while ``hasNextPage``; every page i
 - ``persist_batch``: ``persistMessages`` of 100 new messages of one tenant (``--batch``), the
   same mix as ``persist_new``: a backfill;
 - ``mixed``: an inbox: 35 % timeline sessions, 25 % conversation lists, 30 % new messages,
-  10 % re-deliveries.
+  10 % re-deliveries;
+- ``floor``: ``{ __typename }`` with a tenant's token: no SQL at all, so what it costs is the
+  stack's own floor per request (HTTP, Starlette, the token, Strawberry and graphql-core); the
+  service only (no statements to replay, no page for the peer).
 
 Everything the runs write is deleted afterwards (and ``last_message_at`` restored), so a data
 set can be run again.
@@ -151,6 +154,9 @@ BATCH = """mutation Backfill($input: PersistMessagesInput!) {
 }"""
 BATCH_SIZE = 100
 
+# The cheapest request the service answers with a tenant: the floor under every other one.
+FLOOR = "query Floor { __typename }"
+
 # PostGraphile 4's names for the same tables (composite keys lead with tenant_id).
 PEER_TIMELINE = """query Timeline($tenant: UUID!, $id: BigInt!, $first: Int!, $after: Cursor) {
   conversationByTenantIdAndId(tenantId: $tenant, id: $id) {
@@ -215,9 +221,11 @@ WORKLOADS: dict[str, dict[str, int]] = {
         "persist_outbound": 15,
         "persist_replay": 10,
     },
+    "floor": {"floor": 1},
 }
-READS = ("timeline", "conversations", "conversations_channel")
-PEER_WORKLOADS = READS
+READS = ("timeline", "conversations", "conversations_channel", "floor")
+PEER_WORKLOADS = READS[:3]
+RAW_WORKLOADS = tuple(w for w in WORKLOADS if w != "floor")
 
 # --- the sample of the data set that every target works on ------------------------------------
 
@@ -510,6 +518,13 @@ class Actions:
 
     async def conversations_channel(self, post: Post, stats: Stats) -> None:
         await self._list(post, stats, "conversations_channel", "channel")
+
+    async def floor(self, post: Post, stats: Stats) -> None:
+        tenant, _ = next(self.list_items)
+        data = await self.request(post, stats, "floor", self._body(FLOOR, {}), self.tokens[tenant])
+        if data is not None and data != {"__typename": "Query"}:
+            stats.errors["floor"] += 1
+            stats.first_errors.setdefault("floor", orjson.dumps(data).decode())
 
     # --- the service's documents ----------------------------------------------------------
 
@@ -823,6 +838,7 @@ async def measurement_pass(
                 "persist_outbound",
                 "persist_replay",
                 "persist_batch",
+                "floor",
             ):
                 sessions[kind] = await run(kind, n if kind != "persist_batch" else 10)
             # Constant statements whatever the page size: the same requests at other sizes.
@@ -1311,7 +1327,7 @@ async def run(opts: Options) -> dict[str, Any]:
                     )
                 if lever:
                     await measure("lever", workload, lever_actions, http_opener(lever_port), lever)
-                if pool:
+                if pool and workload in RAW_WORKLOADS:
                     await measure("raw", workload, raw, _no_http, None)
                 if peer and workload in PEER_WORKLOADS:
                     await measure("peer", workload, peer_actions, http_opener(peer_port), peer)
