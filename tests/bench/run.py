@@ -1072,25 +1072,26 @@ class Process:
         self.handle.close()
 
 
-def postgres_tree(data_directory: str | None) -> list[psutil.Process]:
-    """The PostgreSQL server's processes, when it runs on this machine and we can see it."""
+def postgres_cpu(data_directory: str | None) -> float | None:
+    """CPU seconds the PostgreSQL server has used so far, when it runs on this machine and we
+    can see it: its live processes, and those that have exited. Autovacuum workers (after the
+    deletions between runs) and parallel workers come and go within a run; when one exits,
+    the kernel adds its CPU to the postmaster's children times, which count here. Summing the
+    live processes only, as before, showed their CPU as "other" work on the machine."""
     if not data_directory:
-        return []
+        return None
     pidfile = Path(data_directory) / "postmaster.pid"
     try:
         root = psutil.Process(int(pidfile.read_text().split()[0]))
-        return [root, *root.children(recursive=True)]
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                t = child.cpu_times()
+                total += t.user + t.system
     except (OSError, ValueError, psutil.Error):
-        return []
-
-
-def cpu_of(procs: list[psutil.Process]) -> dict[int, float]:
-    out = {}
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-    return out
+        return None
+    return total
 
 
 def ensure_peer() -> Path | None:
@@ -1169,7 +1170,7 @@ async def run(opts: Options) -> dict[str, Any]:
         with contextlib.suppress(asyncpg.PostgresError):
             data_directory = await conn.fetchval("SHOW data_directory")
         db_size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
-    pg_procs = lambda: postgres_tree(data_directory)  # noqa: E731
+    pg_cpu = lambda: postgres_cpu(data_directory)  # noqa: E731
 
     results: dict[str, Any] = {
         "scale": scale_name(opts.messages),
@@ -1199,7 +1200,7 @@ async def run(opts: Options) -> dict[str, Any]:
     ) -> None:
         if proc:
             proc.peak_rss = proc.rss()
-        pg_before = cpu_of(pg_procs())
+        pg_before = pg_cpu()
         proc_before = proc.cpu_seconds() if proc else 0.0
         self_before = sum(os.times()[:2])
         machine_before = psutil.cpu_times()
@@ -1213,7 +1214,7 @@ async def run(opts: Options) -> dict[str, Any]:
         )
         elapsed = opts.duration + opts.warmup
         summary = stats.summary()
-        pg_after = cpu_of(pg_procs())
+        pg_after = pg_cpu()
         machine_after = psutil.cpu_times()
         idle = (machine_after.idle - machine_before.idle) + (
             machine_after.iowait - machine_before.iowait
@@ -1221,8 +1222,8 @@ async def run(opts: Options) -> dict[str, Any]:
         busy = sum(machine_after) - sum(machine_before) - idle
         cpu: dict[str, float | None] = {
             "server": ((proc.cpu_seconds() - proc_before) / elapsed) if proc else None,
-            "postgres": sum(pg_after[p] - pg_before.get(p, 0.0) for p in pg_after) / elapsed
-            if pg_after
+            "postgres": (pg_after - pg_before) / elapsed
+            if pg_after is not None and pg_before is not None
             else None,
             "driver": (sum(os.times()[:2]) - self_before) / elapsed,
         }
