@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from omni_store.persistence.enums import (
     SenderType,
 )
 from omni_store.persistence.errors import FieldError, ValidationFailed
+from omni_store.persistence.records import record_class
 
 JSON = Any
 Path = tuple[str, ...]
@@ -50,7 +51,7 @@ MAX_FALLBACK_WINDOW_SECONDS = 90 * 24 * 3600
 DEFAULT_FALLBACK_WINDOW_SECONDS = 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class ContactInput:
     external_user_id: str | None = None
     display_name: str | None = None
@@ -58,7 +59,7 @@ class ContactInput:
     profile: JSON | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class SenderInput:
     type: SenderType | str | None = None
     display_name: str | None = None
@@ -66,14 +67,14 @@ class SenderInput:
     avatar_url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class ContentInput:
     type: ContentType | str | None = None
     text: str | None = None
     struct: JSON | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class AttachmentInput:
     kind: AttachmentKind | str | None = None
     url: str | None = None
@@ -89,7 +90,7 @@ class AttachmentInput:
     metadata: JSON | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class NormalizedMessage:
     """One message as a connector (inbound) or the reply sender (outbound) hands it over."""
 

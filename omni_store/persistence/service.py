@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -46,6 +46,7 @@ from omni_store.persistence.errors import (
     UserInputError,
     ValidationFailed,
 )
+from omni_store.persistence.records import record_class
 from omni_store.persistence.repositories import (
     Attachment,
     ChannelAccount,
@@ -65,7 +66,7 @@ from omni_store.persistence.threads import thread_key
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class Written:
     """The rows a message's transaction wrote or touched (a replay's: read), as the
     statements returned them: what a caller shows back needs no read after the write."""
@@ -77,7 +78,7 @@ class Written:
     attachments: list[Attachment]
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class PersistResult:
     message_id: int
     conversation_id: int
@@ -431,7 +432,7 @@ Outcome = PersistResult | UserInputError
 """What became of one message of a batch: stored (or deduplicated), or why it was refused."""
 
 
-@dataclass(frozen=True, slots=True)
+@record_class
 class _Item:
     index: int
     message: NormalizedMessage
